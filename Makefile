@@ -1,0 +1,43 @@
+# The exchange failure dashboard. `make run` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run run-multi test test-fast bench soak chromium check clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+var:
+	mkdir -p var
+
+run: $(STAMP) | var
+	$(PY) manage.py migrate --noinput -v 0
+	PORT=$(PORT) $(PY) manage.py run_exchange --port $(PORT)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium | var
+	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP) | var
+	$(PY) -m pytest -q -m "not browser" $(PYTEST_ARGS)
+
+check: $(STAMP)
+	DJANGO_DEBUG=0 DJANGO_SECRET_KEY=$$($(PY) -c 'import secrets;print(secrets.token_urlsafe(60))') \
+	  DJANGO_ALLOWED_HOSTS=exchange.example.com $(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) var

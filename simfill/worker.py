@@ -1,0 +1,198 @@
+"""The SimFill worker: the adapter around the pure engine.
+
+For each message, in queue order: load the order, skip it if it is already final,
+decide from simulationSeed alone, write the trades under deterministic ids
+(conditional puts), then the order's final status (conditional on it still being open).
+A redelivery after a crash between the steps finds the trades already written and
+finishes the order. Events are published after the writes.
+
+Django-free: the Lambda handler, the local AZ tasks and the tests all call apply_message().
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from simfill.engine import Outcome, OrderTerms, decide
+from trading import events
+from trading.domain import Order, StatusChange, Trade, derive_trade_id
+from trading.queue import Message, OrderQueue
+from trading.store import RegionStores
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one message did: for the caller's logs, metrics and tests."""
+
+    order_id: str
+    action: str  # filled | cancelled | skipped | unknown
+    trades: tuple[Trade, ...] = ()
+    order: Order | None = None
+
+
+def trades_for(order: Order, outcome: Outcome, region: str, az: str, ts_ms: int) -> tuple[Trade, ...]:
+    trades = []
+    for index, fill in enumerate(outcome.fills):
+        buy, sell = (order.order_id, fill.counterparty) if order.side == "BUY" else (fill.counterparty, order.order_id)
+        trades.append(
+            Trade(
+                trade_id=derive_trade_id(order.order_id, region, index),
+                order_id=order.order_id,
+                symbol=order.symbol,
+                side=order.side,
+                qty=fill.qty,
+                price=fill.price,
+                buy_order=buy,
+                sell_order=sell,
+                client=order.client,
+                counterparty=fill.counterparty,
+                region=region,
+                fill_az=az,
+                seq=order.seq,
+                fill_index=index,
+                ts_ms=ts_ms,
+            )
+        )
+    return tuple(trades)
+
+
+def terms_of(order: Order, tick: Decimal, lot: Decimal) -> OrderTerms:
+    return OrderTerms(side=order.side, qty=order.qty, price=order.price, tick=tick, lot=lot)
+
+
+def apply_message(
+    stores: RegionStores,
+    body: dict[str, Any],
+    az: str,
+    clock: Clock,
+    market_grid: Callable[[str], tuple[Decimal, Decimal]],
+    before_finish: Callable[[Order], None] | None = None,
+) -> Applied:
+    """Apply one OrderAccepted or CancelRequested message, idempotently."""
+    order_id = str(body.get("order_id", ""))
+    order = stores.orders.get(order_id) if order_id else None
+    if order is None:
+        log.error("message names no known order: %r", body)
+        return Applied(order_id, "unknown")
+    if not order.is_open:
+        return Applied(order_id, "skipped", order=order)
+    now_ms = int(clock() * 1000)
+    if body.get("type") == "CancelRequested" or order.cancel_requested:
+        change = StatusChange("CANCELLED", now_ms, az, "cancelled by client")
+        if stores.orders.finish(order, change, order.filled_qty):
+            done = order.with_status("CANCELLED", now_ms, az, change.note)
+            return Applied(order_id, "cancelled", order=done)
+        return Applied(order_id, "skipped", order=order)
+    tick, lot = market_grid(order.symbol)
+    outcome = decide(terms_of(order, tick, lot), order.simulation_seed)
+    trades = trades_for(order, outcome, stores.region, az, now_ms)
+    for trade in trades:
+        stores.trades.put_once(trade)
+    if before_finish is not None:
+        before_finish(order)
+    change = StatusChange(outcome.final_status, now_ms, az, outcome.reason)
+    if not stores.orders.finish(order, change, outcome.filled_qty):
+        return Applied(order_id, "skipped", order=stores.orders.get(order_id))
+    done = order.with_status(outcome.final_status, now_ms, az, outcome.reason, filled=outcome.filled_qty)
+    return Applied(order_id, "filled" if outcome.fills else "cancelled", trades=trades, order=done)
+
+
+def publish_applied(applied: Applied, region: str) -> None:
+    if applied.order is None or applied.action in {"skipped", "unknown"}:
+        return
+    for trade in applied.trades:
+        events.publish(events.TRADE_EXECUTED, region, events.trade_data(trade), ts_ms=trade.ts_ms)
+    events.publish(events.ORDER_STATUS, region, events.order_data(applied.order))
+
+
+class AzWorker:
+    """One SimFill task in one AZ: long-polls its region's FIFO queue until stopped."""
+
+    def __init__(
+        self,
+        stores: RegionStores,
+        queue: OrderQueue,
+        az: str,
+        market_grid: Callable[[str], tuple[Decimal, Decimal]],
+        clock: Clock = time.time,
+        wait_s: int = 2,
+        visibility_timeout: int | None = None,
+        on_applied: Callable[[Applied], None] | None = None,
+    ):
+        self.stores = stores
+        self.queue = queue
+        self.az = az
+        self.market_grid = market_grid
+        self.clock = clock
+        self.wait_s = wait_s
+        self.visibility_timeout = visibility_timeout
+        self.on_applied = on_applied
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.applied_count = 0
+        self.last_error: str = ""
+        # Extra seconds each message takes (the fault plane's CPU stress sets it).
+        self.slowdown_s = 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive() and not self.stop_event.is_set()
+
+    def start(self) -> None:
+        self.stop_event.clear()
+        self.thread = threading.Thread(target=self.run, name=f"simfill-{self.az}", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        backoff = 0.05
+        while not self.stop_event.is_set():
+            try:
+                self.poll_once()
+                backoff = 0.05
+            except (BotoCoreError, ClientError) as error:
+                self.last_error = str(error)[:200]
+                log.warning("simfill %s: %s", self.az, self.last_error)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:  # keep the task alive; the message will come back
+                log.exception("simfill %s crashed on a batch", self.az)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def poll_once(self) -> int:
+        messages = self.queue.receive(max_messages=10, wait_s=self.wait_s, visibility_timeout=self.visibility_timeout)
+        return self.process(messages)
+
+    def process(self, messages: list[Message]) -> int:
+        """Apply a batch in order; stop at the first failure so FIFO order holds."""
+        done = 0
+        for message in messages:
+            if self.stop_event.is_set():
+                # The task was stopped (AZ loss): what it holds comes back after the
+                # visibility timeout, for a surviving AZ to pick up.
+                return done
+            if self.slowdown_s:
+                time.sleep(self.slowdown_s)
+            applied = apply_message(self.stores, message.body, self.az, self.clock, self.market_grid)
+            self.queue.delete(message.receipt_handle)
+            publish_applied(applied, self.stores.region)
+            self.applied_count += 1
+            done += 1
+            if self.on_applied is not None:
+                self.on_applied(applied)
+        return done

@@ -1,0 +1,223 @@
+"""The verbs that change the exchange: submit_order, cancel_order, sweep_outbox.
+
+Each verb makes its durable write first and publishes its event after it. Django-free:
+the same verbs serve the Django views, the synthetic traders and the Lambda facade.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from trading import events
+from trading.config import ExchangeConfig
+from trading.domain import (
+    Order,
+    StatusChange,
+    derive_order_id,
+    event_id,
+    request_hash,
+    simulation_seed,
+    validate_idempotency_key,
+    validate_order,
+)
+from trading.metrics import METRICS, Metrics
+from trading.queue import OrderQueue, queue_name
+from trading.store import RegionStores
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with another body."""
+
+    def __init__(self, order: Order):
+        super().__init__(f"idempotency key already used for order {order.order_id} with another body")
+        self.order = order
+
+
+class RegionUnavailable(Exception):
+    def __init__(self, region: str, retry_after_s: int = 2):
+        super().__init__(f"region {region} is unavailable and no other region can take the order")
+        self.region = region
+        self.retry_after_s = retry_after_s
+
+
+class OrderNotFound(Exception):
+    pass
+
+
+@dataclass
+class Exchange:
+    """Everything the verbs act on: the configured regions' tables and queues, and a clock."""
+
+    config: ExchangeConfig
+    clock: Clock = time.time
+    metrics: Metrics = field(default_factory=lambda: METRICS)
+    stores: dict[str, RegionStores] = field(default_factory=dict)
+    queues: dict[str, OrderQueue] = field(default_factory=dict)
+    _az_cycle: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set by the fault plane: is the region reachable, which AZs are up.
+    region_up: Callable[[str], bool] = lambda region: True
+    az_up: Callable[[str], bool] = lambda az: True
+
+    def __post_init__(self) -> None:
+        for region in self.config.regions:
+            self.stores.setdefault(region, RegionStores.for_region(region, self.config.table_prefix))
+            self.queues.setdefault(region, OrderQueue(region, queue_name(self.config.table_prefix, region)))
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def next_az(self, region: str) -> str:
+        azs = [az for az in self.config.azs(region) if self.az_up(az)] or list(self.config.azs(region))
+        with self._lock:
+            cycle = self._az_cycle.setdefault(region, itertools.count())
+            return azs[next(cycle) % len(azs)]
+
+
+def _accepted_message(order: Order) -> dict[str, Any]:
+    return {
+        "type": "OrderAccepted",
+        "event_id": event_id("accepted", order.order_id),
+        "order_id": order.order_id,
+        "symbol": order.symbol,
+        "seq": order.seq,
+        "region": order.region,
+    }
+
+
+def _send_accepted(ex: Exchange, order: Order) -> bool:
+    message = _accepted_message(order)
+    try:
+        ex.queues[order.region].send(message, group_id=order.symbol, dedup_id=message["event_id"])
+        ex.stores[order.region].orders.clear_outbox(order.order_id)
+    except (BotoCoreError, ClientError):
+        log.warning("OrderAccepted send failed for %s; the outbox sweep will re-send it", order.order_id, exc_info=True)
+        return False
+    return True
+
+
+def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) -> tuple[Order, bool]:
+    """Accept an order once per (client, key). Returns (order, created).
+
+    Raises ValidationErrors (nothing written), IdempotencyConflict (422),
+    RegionUnavailable (503).
+    """
+    started = ex.clock()
+    key = validate_idempotency_key(idempotency_key)
+    request = validate_order(payload, ex.config)
+    order_id = derive_order_id(client, key)
+    digest = request_hash(request)
+    region = request.region
+    try:
+        existing = ex.stores[region].orders.get(order_id)
+        if existing is not None:
+            return _replay(existing, digest), False
+        seq = ex.stores[region].sequences.next_seq(request.symbol)
+        now_ms = ex.now_ms()
+        az = ex.next_az(region)
+        order = Order(
+            order_id=order_id,
+            client=client,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+            price=request.price,
+            status="ACCEPTED",
+            region=region,
+            accepted_az=az,
+            seq=seq,
+            idempotency_key=key,
+            request_hash=digest,
+            simulation_seed=simulation_seed(ex.config.seed, client, request.symbol, key),
+            created_ms=now_ms,
+            history=(StatusChange("ACCEPTED", now_ms, az, f"accepted in {region}"),),
+            updated_ms=now_ms,
+        )
+        if not ex.stores[region].orders.put_new(order):
+            # Another request with the same key won the race: it is the original.
+            raced = ex.stores[region].orders.get(order_id)
+            if raced is None:  # pragma: no cover - a conditional failure implies the item exists
+                raise RegionUnavailable(region)
+            return _replay(raced, digest), False
+    except (BotoCoreError, ClientError) as error:
+        log.warning("ingest failed in %s: %s", region, error)
+        raise RegionUnavailable(region) from error
+    elapsed_ms = (ex.clock() - started) * 1000
+    ex.metrics.record_accept(region, ex.clock(), elapsed_ms)
+    events.publish(events.ORDER_ACCEPTED, region, {**events.order_data(order), "time_to_accept_ms": round(elapsed_ms, 1)})
+    _send_accepted(ex, order)
+    return order, True
+
+
+def _replay(existing: Order, digest: str) -> Order:
+    if existing.request_hash != digest:
+        raise IdempotencyConflict(existing)
+    return existing
+
+
+def locate_order(ex: Exchange, order_id: str, region_hint: str | None = None) -> Order | None:
+    regions = list(ex.config.regions)
+    if region_hint in regions:
+        regions.remove(region_hint)
+        regions.insert(0, region_hint)
+    for region in regions:
+        try:
+            found = ex.stores[region].orders.get(order_id)
+        except (BotoCoreError, ClientError):
+            continue
+        if found is not None and found.region == region:
+            return found
+    return None
+
+
+def cancel_order(ex: Exchange, order: Order) -> bool:
+    """Ask the fill worker to cancel; True if the order was still open.
+
+    The cancel travels through the same FIFO group as the order, so it is applied in
+    order with the fill: whichever comes first wins, never both.
+    """
+    region = order.region
+    try:
+        flagged = ex.stores[region].orders.request_cancel(order.order_id, ex.now_ms())
+        if flagged:
+            message = {
+                "type": "CancelRequested",
+                "event_id": event_id("cancel", order.order_id),
+                "order_id": order.order_id,
+                "symbol": order.symbol,
+                "seq": order.seq,
+                "region": region,
+            }
+            ex.queues[region].send(message, group_id=order.symbol, dedup_id=message["event_id"])
+    except (BotoCoreError, ClientError) as error:
+        raise RegionUnavailable(region) from error
+    return flagged
+
+
+def sweep_outbox(ex: Exchange, older_than_s: float = 2.0) -> int:
+    """Re-send OrderAccepted for orders whose send was never confirmed. Returns how many."""
+    sent = 0
+    cutoff = ex.now_ms() - int(older_than_s * 1000)
+    for region in ex.config.regions:
+        try:
+            pending = list(ex.stores[region].orders.outbox_pending(cutoff))
+        except (BotoCoreError, ClientError):
+            continue
+        for order in pending:
+            if order.region != region:
+                continue
+            if _send_accepted(ex, order):
+                sent += 1
+    return sent

@@ -1,0 +1,129 @@
+"""The one door to AWS: a cached boto3 client per (service, region).
+
+Clients are built lazily (never at import time, never per call) and are thread-safe.
+Every client carries the `before-send` hooks that the fault plane registers, so a
+fault injected here reaches every store and queue call in the process, and botocore's
+standard-mode retries then behave as they would against real AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from trading.config import BASE_DIR
+
+ENDPOINT_FILE = BASE_DIR / "var" / "aws_endpoint"
+
+# A hook gets (service, region, operation, request) and returns an AWSResponse to
+# short-circuit the call (an injected error), or None to let it through.
+BeforeSendHook = Callable[[str, str, str, Any], Any]
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str], Any] = {}
+_hooks: list[BeforeSendHook] = []
+_endpoint_override: str | None = None
+
+
+def endpoint_is_live(url: str, timeout: float = 0.5) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/moto-api/data.json", timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_endpoint() -> str | None:
+    """AWS_ENDPOINT_URL, else the embedded server named in var/aws_endpoint if it is live.
+
+    None means real AWS.
+    """
+    if _endpoint_override:
+        return _endpoint_override
+    env = os.environ.get("AWS_ENDPOINT_URL")
+    if env:
+        return env
+    if ENDPOINT_FILE.exists():
+        url = ENDPOINT_FILE.read_text().strip()
+        if url and endpoint_is_live(url):
+            return url
+    return None
+
+
+def use_endpoint(url: str | None) -> None:
+    """Point every client at `url` (the embedded runtime and tests call this once)."""
+    global _endpoint_override
+    with _lock:
+        _endpoint_override = url
+        _clients.clear()
+
+
+def register_before_send(hook: BeforeSendHook) -> None:
+    with _lock:
+        if hook not in _hooks:
+            _hooks.append(hook)
+        _clients.clear()
+
+
+def unregister_before_send(hook: BeforeSendHook) -> None:
+    with _lock:
+        if hook in _hooks:
+            _hooks.remove(hook)
+        _clients.clear()
+
+
+def _dispatch(service: str, region: str, request: Any, event_name: str = "", **_: Any) -> Any:
+    operation = event_name.rsplit(".", 1)[-1]
+    for hook in list(_hooks):
+        response = hook(service, region, operation, request)
+        if response is not None:
+            return response
+    return None
+
+
+def client(service: str, region: str) -> Any:
+    key = (service, region)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is not None:
+            return found
+        endpoint = resolve_endpoint()
+        kwargs: dict[str, Any] = {
+            "region_name": region,
+            "config": Config(
+                retries={"mode": "standard", "max_attempts": 4},
+                connect_timeout=2,
+                read_timeout=25,
+                max_pool_connections=32,
+            ),
+        }
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
+            if not os.environ.get("AWS_ACCESS_KEY_ID"):
+                # moto accepts any credentials; never reach for real ones against it.
+                kwargs["aws_access_key_id"] = "testing"
+                kwargs["aws_secret_access_key"] = "testing"
+        made = boto3.session.Session().client(service, **kwargs)
+
+        def on_before_send(request: Any, event_name: str = "", **kw: Any) -> Any:
+            return _dispatch(service, region, request, event_name=event_name)
+
+        made.meta.events.register("before-send", on_before_send)
+        _clients[key] = made
+        return made
+
+
+def write_endpoint_file(url: str) -> Path:
+    ENDPOINT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ENDPOINT_FILE.write_text(url + "\n")
+    return ENDPOINT_FILE

@@ -1,0 +1,149 @@
+"""The exchange's own configuration, read from the environment.
+
+Django-free on purpose: the SimFill Lambda handler imports this without booting Django,
+and `exchange_ui/settings.py` exposes the same object as `settings.EXCHANGE`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A bad value in the environment: raised at start-up, never later."""
+
+
+def env_str(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = env_str(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_decimal(name: str, default: str) -> Decimal:
+    raw = env_str(name, default)
+    try:
+        value = Decimal(raw)
+    except ArithmeticError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, not {raw!r}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env_str(name, "1" if default else "0").lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be a boolean (1/0, true/false), not {raw!r}")
+
+
+def env_list(name: str, default: str) -> list[str]:
+    items = [item.strip() for item in env_str(name, default).split(",")]
+    items = [item for item in items if item]
+    if not items:
+        raise ConfigError(f"{name} must name at least one item")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{name} names an item twice: {items}")
+    return items
+
+
+@dataclass(frozen=True)
+class Market:
+    """A tradable symbol and the limits its orders are validated against."""
+
+    symbol: str
+    home_region: str
+    tick: Decimal = Decimal("0.01")
+    lot: Decimal = Decimal("0.0001")
+    min_qty: Decimal = Decimal("0.0001")
+    max_qty: Decimal = Decimal("1000")
+    max_price: Decimal = Decimal("10000000")
+    reference_price: Decimal = Decimal("50000")
+
+
+# Reference prices for well-known symbols; anything else trades around 100.
+_REFERENCE_PRICES = {
+    "BTC-USD": Decimal("50000"),
+    "ETH-USD": Decimal("3000"),
+    "SOL-USD": Decimal("150"),
+}
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    regions: tuple[str, ...]
+    markets: tuple[Market, ...]
+    engine: str
+    seed: int
+    synthetic_rate: Decimal
+    azs_per_region: int
+    endpoint_url: str | None
+    redis_url: str | None
+    table_prefix: str
+    visibility_timeout_s: int
+
+    @property
+    def market_symbols(self) -> tuple[str, ...]:
+        return tuple(m.symbol for m in self.markets)
+
+    def market(self, symbol: str) -> Market | None:
+        for market in self.markets:
+            if market.symbol == symbol:
+                return market
+        return None
+
+    def azs(self, region: str) -> tuple[str, ...]:
+        letters = "abcdefghij"
+        return tuple(f"{region}{letters[i]}" for i in range(self.azs_per_region))
+
+    @classmethod
+    def from_env(cls) -> ExchangeConfig:
+        regions = tuple(env_list("EXCHANGE_REGIONS", "us-east-1,eu-west-1"))
+        for region in regions:
+            if not region.replace("-", "").isalnum() or len(region) > 32:
+                raise ConfigError(f"EXCHANGE_REGIONS has a malformed region {region!r}")
+        markets = []
+        # A market may name its home region: "BTC-USD@eu-west-1". Default: the first region.
+        for entry in env_list("EXCHANGE_MARKETS", "BTC-USD"):
+            symbol, _, home = entry.partition("@")
+            symbol = symbol.strip().upper()
+            home = home.strip() or regions[0]
+            if home not in regions:
+                raise ConfigError(f"market {symbol} names home region {home!r}, not in EXCHANGE_REGIONS")
+            if not symbol or len(symbol) > 20 or not symbol.replace("-", "").isalnum():
+                raise ConfigError(f"EXCHANGE_MARKETS has a malformed symbol {entry!r}")
+            markets.append(
+                Market(symbol=symbol, home_region=home, reference_price=_REFERENCE_PRICES.get(symbol, Decimal("100")))
+            )
+        engine = env_str("EXCHANGE_ENGINE", "simfill")
+        if engine not in {"simfill", "matcher"}:
+            raise ConfigError(f"EXCHANGE_ENGINE must be 'simfill' or 'matcher', not {engine!r}")
+        return cls(
+            regions=regions,
+            markets=tuple(markets),
+            engine=engine,
+            seed=env_int("EXCHANGE_SEED", 1),
+            synthetic_rate=env_decimal("EXCHANGE_SYNTHETIC_RATE", "2"),
+            azs_per_region=env_int("EXCHANGE_AZS_PER_REGION", 2, minimum=1),
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            table_prefix=env_str("EXCHANGE_TABLE_PREFIX", "exchange"),
+            visibility_timeout_s=env_int("EXCHANGE_VISIBILITY_TIMEOUT", 5, minimum=1),
+        )

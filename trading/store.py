@@ -1,0 +1,329 @@
+"""The DynamoDB adapter: one class per table, one method per access pattern.
+
+Django-free (the Lambda workers import it). Items mirror DESIGN.md's data model;
+numbers are DynamoDB N (Decimal in and out, never float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from trading import aws
+from trading.domain import FINAL_STATUSES, OPEN_STATUSES, Order, StatusChange, Trade
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def to_attrs(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in item.items() if v is not None}
+
+
+def from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in attrs.items()}
+
+
+def is_conditional_failure(error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+def table_names(prefix: str) -> dict[str, str]:
+    return {
+        "orders": f"{prefix}-orders",
+        "trades": f"{prefix}-trades",
+        "sequences": f"{prefix}-sequences",
+    }
+
+
+# --- item <-> domain -------------------------------------------------------------
+
+
+def order_to_item(order: Order) -> dict[str, Any]:
+    return {
+        "pk": f"ORDER#{order.order_id}",
+        "orderId": order.order_id,
+        "client": order.client,
+        "symbol": order.symbol,
+        "side": order.side,
+        "qty": order.qty,
+        "price": order.price,
+        "status": order.status,
+        "region": order.region,
+        "acceptedAz": order.accepted_az,
+        "seq": order.seq,
+        "idempotencyKey": order.idempotency_key,
+        "requestHash": order.request_hash,
+        "simulationSeed": order.simulation_seed,
+        "createdAt": order.created_ms,
+        "updatedAt": order.updated_ms or order.created_ms,
+        "filledQty": order.filled_qty,
+        "cancelRequested": order.cancel_requested,
+        "history": [history_to_item(h) for h in order.history],
+    }
+
+
+def history_to_item(change: StatusChange) -> dict[str, Any]:
+    return {"status": change.status, "ts": change.ts_ms, "az": change.az, "note": change.note}
+
+
+def order_from_item(item: dict[str, Any]) -> Order:
+    return Order(
+        order_id=item["orderId"],
+        client=item["client"],
+        symbol=item["symbol"],
+        side=item["side"],
+        qty=Decimal(item["qty"]),
+        price=Decimal(item["price"]),
+        status=item["status"],
+        region=item["region"],
+        accepted_az=item.get("acceptedAz", ""),
+        seq=int(item["seq"]),
+        idempotency_key=item["idempotencyKey"],
+        request_hash=item["requestHash"],
+        simulation_seed=int(item["simulationSeed"]),
+        created_ms=int(item["createdAt"]),
+        filled_qty=Decimal(item.get("filledQty", 0)),
+        cancel_requested=bool(item.get("cancelRequested", False)),
+        history=tuple(
+            StatusChange(h["status"], int(h["ts"]), h.get("az", ""), h.get("note", "")) for h in item.get("history", [])
+        ),
+        updated_ms=int(item.get("updatedAt", item["createdAt"])),
+    )
+
+
+def trade_to_item(trade: Trade) -> dict[str, Any]:
+    return {
+        "pk": f"TRADE#{trade.trade_id}",
+        "tradeId": trade.trade_id,
+        "orderId": trade.order_id,
+        "symbol": trade.symbol,
+        "side": trade.side,
+        "qty": trade.qty,
+        "price": trade.price,
+        "buyOrder": trade.buy_order,
+        "sellOrder": trade.sell_order,
+        "client": trade.client,
+        "counterparty": trade.counterparty,
+        "region": trade.region,
+        "fillAz": trade.fill_az,
+        "seq": trade.seq,
+        "fillIndex": trade.fill_index,
+        "timestamp": trade.ts_ms,
+    }
+
+
+def trade_from_item(item: dict[str, Any]) -> Trade:
+    return Trade(
+        trade_id=item["tradeId"],
+        order_id=item["orderId"],
+        symbol=item["symbol"],
+        side=item["side"],
+        qty=Decimal(item["qty"]),
+        price=Decimal(item["price"]),
+        buy_order=item["buyOrder"],
+        sell_order=item["sellOrder"],
+        client=item["client"],
+        counterparty=item["counterparty"],
+        region=item["region"],
+        fill_az=item.get("fillAz", ""),
+        seq=int(item["seq"]),
+        fill_index=int(item["fillIndex"]),
+        ts_ms=int(item["timestamp"]),
+    )
+
+
+# --- tables ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderStore:
+    region: str
+    table: str
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.region)
+
+    def get(self, order_id: str) -> Order | None:
+        item = self.get_item(order_id)
+        return order_from_item(item) if item else None
+
+    def get_item(self, order_id: str) -> dict[str, Any] | None:
+        response = self._ddb.get_item(TableName=self.table, Key=to_attrs({"pk": f"ORDER#{order_id}"}), ConsistentRead=True)
+        attrs = response.get("Item")
+        return from_attrs(attrs) if attrs else None
+
+    def put_new(self, order: Order, outbox_pending: bool = True) -> bool:
+        """Write a new order; False if an order with this id exists (a replay or a race)."""
+        item = order_to_item(order)
+        if outbox_pending:
+            item["outboxPending"] = 1
+        try:
+            self._ddb.put_item(
+                TableName=self.table, Item=to_attrs(item), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def clear_outbox(self, order_id: str) -> None:
+        self._ddb.update_item(
+            TableName=self.table,
+            Key=to_attrs({"pk": f"ORDER#{order_id}"}),
+            UpdateExpression="REMOVE outboxPending",
+            ConditionExpression="attribute_exists(pk)",
+        )
+
+    def outbox_pending(self, older_than_ms: int) -> Iterator[Order]:
+        """Orders written but whose OrderAccepted send is not confirmed (a sparse attribute)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "attribute_exists(outboxPending) AND createdAt < :t",
+            "ExpressionAttributeValues": to_attrs({":t": older_than_ms}),
+        }
+        while True:
+            page = self._ddb.scan(**kwargs)
+            for attrs in page.get("Items", []):
+                yield order_from_item(from_attrs(attrs))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def finish(self, order: Order, change: StatusChange, filled_qty: Decimal) -> bool:
+        """Set a final status, conditional on the order still being open; False if it was not."""
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=to_attrs({"pk": f"ORDER#{order.order_id}"}),
+                UpdateExpression=(
+                    "SET #s = :s, filledQty = :f, updatedAt = :t, history = list_append(if_not_exists(history, :empty), :h)"
+                ),
+                ConditionExpression="attribute_exists(pk) AND #s IN (" + ", ".join(f":o{i}" for i in range(len(OPEN_STATUSES))) + ")",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_attrs(
+                    {
+                        ":s": change.status,
+                        ":f": filled_qty,
+                        ":t": change.ts_ms,
+                        ":h": [history_to_item(change)],
+                        ":empty": [],
+                        **{f":o{i}": s for i, s in enumerate(OPEN_STATUSES)},
+                    }
+                ),
+            )
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def request_cancel(self, order_id: str, ts_ms: int) -> bool:
+        """Flag an open order for cancellation; False if it is already final or unknown."""
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=to_attrs({"pk": f"ORDER#{order_id}"}),
+                UpdateExpression="SET cancelRequested = :y, updatedAt = :t",
+                ConditionExpression="attribute_exists(pk) AND #s IN (" + ", ".join(f":o{i}" for i in range(len(OPEN_STATUSES))) + ")",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=to_attrs({":y": True, ":t": ts_ms, **{f":o{i}": s for i, s in enumerate(OPEN_STATUSES)}}),
+            )
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def scan_all(self) -> Iterator[Order]:
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        while True:
+            page = self._ddb.scan(**kwargs)
+            for attrs in page.get("Items", []):
+                item = from_attrs(attrs)
+                if str(item.get("pk", "")).startswith("ORDER#"):
+                    yield order_from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@dataclass(frozen=True)
+class TradeStore:
+    region: str
+    table: str
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.region)
+
+    def put_once(self, trade: Trade) -> bool:
+        """Write a trade under its deterministic id; False if it is already there."""
+        try:
+            self._ddb.put_item(
+                TableName=self.table, Item=to_attrs(trade_to_item(trade)), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def scan_all(self) -> Iterator[Trade]:
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        while True:
+            page = self._ddb.scan(**kwargs)
+            for attrs in page.get("Items", []):
+                item = from_attrs(attrs)
+                if str(item.get("pk", "")).startswith("TRADE#"):
+                    yield trade_from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@dataclass(frozen=True)
+class SequenceStore:
+    region: str
+    table: str
+
+    def next_seq(self, symbol: str) -> int:
+        """An atomic counter per market: gaps are allowed, order is never broken."""
+        response = aws.client("dynamodb", self.region).update_item(
+            TableName=self.table,
+            Key=to_attrs({"pk": f"SEQ#{symbol}"}),
+            UpdateExpression="ADD seq :one",
+            ExpressionAttributeValues=to_attrs({":one": 1}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(from_attrs(response["Attributes"])["seq"])
+
+
+@dataclass(frozen=True)
+class RegionStores:
+    region: str
+    orders: OrderStore
+    trades: TradeStore
+    sequences: SequenceStore
+
+    @classmethod
+    def for_region(cls, region: str, prefix: str) -> RegionStores:
+        names = table_names(prefix)
+        return cls(
+            region=region,
+            orders=OrderStore(region, names["orders"]),
+            trades=TradeStore(region, names["trades"]),
+            sequences=SequenceStore(region, names["sequences"]),
+        )
+
+
+def is_final(status: str) -> bool:
+    return status in FINAL_STATUSES
