@@ -277,6 +277,15 @@ class TradeStore:
             raise
         return True
 
+    def for_order(self, order_id: str, region: str, max_fills: int = 8) -> list[Trade]:
+        """The trades a region's fill of an order wrote: their ids are derived, so no index."""
+        from trading.domain import derive_trade_id
+
+        keys = [to_attrs({"pk": f"TRADE#{derive_trade_id(order_id, region, i)}"}) for i in range(max_fills)]
+        response = self._ddb.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
+        found = [trade_from_item(from_attrs(a)) for a in response.get("Responses", {}).get(self.table, [])]
+        return sorted(found, key=lambda t: t.fill_index)
+
     def scan_all(self) -> Iterator[Trade]:
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:

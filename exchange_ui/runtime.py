@@ -1,0 +1,262 @@
+"""The exchange's moving parts in one process: the embedded default.
+
+One SimFill task per region and AZ, the Streams readers that feed the mirror, the
+outbox sweep, a one-second sampler that pushes metrics and region health, and the
+synthetic traders. Views and the fault plane reach them through get_runtime().
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from simfill.worker import AzWorker
+from trading import events
+from trading.actions import Exchange, sweep_outbox
+from trading.config import ExchangeConfig
+from trading.metrics import METRICS
+from trading.store import table_names
+from trading.streams import StreamTailer
+from trading.synthetic import SyntheticTraders
+
+log = logging.getLogger(__name__)
+
+# Backpressure: queued work a worker cannot absorb in about a second, or acceptance
+# that has become slow. Either one alone turns the banner on.
+BACKPRESSURE_QUEUED = 25
+BACKPRESSURE_ACCEPT_P99_MS = 750.0
+
+
+@dataclass
+class RegionSample:
+    visible: int = 0
+    in_flight: int = 0
+    reachable: bool = True
+    error: str = ""
+
+
+@dataclass
+class Runtime:
+    config: ExchangeConfig
+    exchange: Exchange
+    workers: dict[str, AzWorker] = field(default_factory=dict)
+    tailers: list[StreamTailer] = field(default_factory=list)
+    synthetic: SyntheticTraders | None = None
+    samples: dict[str, RegionSample] = field(default_factory=dict)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+
+    # --- composition ---------------------------------------------------------------
+
+    @classmethod
+    def build(cls, config: ExchangeConfig, with_mirror: bool = True) -> Runtime:
+        exchange = Exchange(config=config)
+        runtime = cls(config=config, exchange=exchange)
+        for region in config.regions:
+            for az in config.azs(region):
+                runtime.workers[az] = runtime._make_worker(region, az)
+            runtime.samples[region] = RegionSample()
+        if with_mirror:
+            from trading.mirror import apply_records
+
+            names = table_names(config.table_prefix)
+            for region in config.regions:
+                for role in ("orders", "trades"):
+                    runtime.tailers.append(StreamTailer(region, names[role], apply_records))
+        runtime.synthetic = SyntheticTraders(exchange, config.synthetic_rate, config.seed)
+        return runtime
+
+    def _make_worker(self, region: str, az: str) -> AzWorker:
+        def grid(symbol: str) -> tuple[Decimal, Decimal]:
+            market = self.config.market(symbol)
+            if market is None:
+                raise KeyError(symbol)
+            return market.tick, market.lot
+
+        return AzWorker(
+            self.exchange.stores[region],
+            self.exchange.queues[region],
+            az,
+            grid,
+            wait_s=2,
+        )
+
+    def region_of(self, az: str) -> str:
+        for region in self.config.regions:
+            if az in self.config.azs(region):
+                return region
+        raise KeyError(az)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self, synthetic: bool = True) -> None:
+        self.started = True
+        for worker in self.workers.values():
+            worker.start()
+        for tailer in self.tailers:
+            tailer.start()
+        self._spawn("outbox-sweep", self._sweep_loop)
+        self._spawn("sampler", self._sample_loop)
+        if synthetic and self.synthetic is not None:
+            self.synthetic.start()
+
+    def _spawn(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.synthetic is not None:
+            self.synthetic.stop()
+        for worker in self.workers.values():
+            worker.stop()
+        for tailer in self.tailers:
+            tailer.stop()
+
+    def stop_az(self, az: str) -> None:
+        worker = self.workers.get(az)
+        if worker is not None:
+            worker.stop()
+
+    def start_az(self, az: str) -> None:
+        worker = self.workers.get(az)
+        if worker is not None and not worker.alive:
+            # A fresh task, as ECS would start: the stopped one may still be unwinding.
+            region = self.region_of(az)
+            replacement = self._make_worker(region, az)
+            replacement.slowdown_s = worker.slowdown_s
+            self.workers[az] = replacement
+            replacement.start()
+
+    def _sweep_loop(self) -> None:
+        while not self.stop_event.wait(2.0):
+            try:
+                sent = sweep_outbox(self.exchange)
+                if sent:
+                    log.info("outbox sweep re-sent %d OrderAccepted message(s)", sent)
+            except Exception:
+                log.exception("outbox sweep failed")
+
+    def _sample_loop(self) -> None:
+        while not self.stop_event.wait(1.0):
+            try:
+                self.sample()
+            except Exception:
+                log.exception("metrics sample failed")
+
+    # --- observation ---------------------------------------------------------------
+
+    def sample(self) -> dict[str, Any]:
+        for region in self.config.regions:
+            sample = self.samples.setdefault(region, RegionSample())
+            if not self.exchange.region_up(region):
+                sample.reachable, sample.error = False, "region unreachable"
+                continue
+            try:
+                sample.visible, sample.in_flight = self.exchange.queues[region].depth()
+                sample.reachable, sample.error = True, ""
+            except (BotoCoreError, ClientError) as error:
+                sample.reachable, sample.error = False, str(error)[:160]
+        metrics = self.metrics()
+        previous_backpressure = self.last_metrics.get("backpressure")
+        self.last_metrics = metrics
+        events.publish(events.METRICS, "global", metrics)
+        for region_view in self.regions():
+            events.publish(events.REGION_HEALTH, region_view["region"], region_view)
+        if previous_backpressure is not None and previous_backpressure != metrics["backpressure"]:
+            events.publish(events.BACKPRESSURE, "global", {"active": metrics["backpressure"], "reason": metrics["backpressure_reason"]})
+        return metrics
+
+    def awaiting_fill(self) -> int:
+        from trading.models import Order
+
+        return Order.objects.filter(status="ACCEPTED").count()
+
+    def metrics(self) -> dict[str, Any]:
+        now = time.time()
+        p50, p99 = METRICS.accept_percentiles(now)
+        queued = sum(s.visible + s.in_flight for s in self.samples.values())
+        reasons = []
+        if queued >= BACKPRESSURE_QUEUED:
+            reasons.append(f"{queued} events queued")
+        if p99 is not None and p99 >= BACKPRESSURE_ACCEPT_P99_MS:
+            reasons.append(f"time-to-accept p99 {p99:.0f} ms")
+        return {
+            "time_to_accept_p50_ms": p50,
+            "time_to_accept_p99_ms": p99,
+            "queued_events": queued,
+            "awaiting_fill": self.awaiting_fill(),
+            "tape_divergence": 0,
+            "replication_lag_ms": None,
+            "backpressure": bool(reasons),
+            "backpressure_reason": "; ".join(reasons),
+            "per_region": {
+                region: {"queued": s.visible, "in_flight": s.in_flight, **dict(zip(("time_to_accept_p50_ms", "time_to_accept_p99_ms"), METRICS.accept_percentiles(now, region)))}
+                for region, s in self.samples.items()
+            },
+        }
+
+    def regions(self) -> list[dict[str, Any]]:
+        views = []
+        for region in self.config.regions:
+            sample = self.samples.get(region, RegionSample())
+            azs = []
+            for az in self.config.azs(region):
+                worker = self.workers.get(az)
+                alive = bool(worker and worker.alive)
+                azs.append(
+                    {
+                        "az": az,
+                        "up": self.exchange.az_up(az),
+                        "workers": [
+                            {"name": f"simfill-{az}", "alive": alive, "applied": worker.applied_count if worker else 0}
+                        ],
+                    }
+                )
+            up = self.exchange.region_up(region) and sample.reachable
+            degraded = any(not a["up"] or not all(w["alive"] for w in a["workers"]) for a in azs)
+            views.append(
+                {
+                    "region": region,
+                    "status": "down" if not up else ("degraded" if degraded else "healthy"),
+                    "azs": azs,
+                    "queue_depth": sample.visible,
+                    "in_flight": sample.in_flight,
+                    "replication_lag_ms": None,
+                    "error": sample.error,
+                }
+            )
+        return views
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime; built (not started) on first use, e.g. by a test or a command."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.build(settings.EXCHANGE)
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def get_exchange() -> Exchange:
+    return get_runtime().exchange

@@ -1,0 +1,31 @@
+"""Small formatting filters for the pages."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def ms_time(value: Any) -> str:
+    """Epoch milliseconds as HH:MM:SS.mmm (UTC)."""
+    try:
+        ms = int(value)
+    except (TypeError, ValueError):
+        return ""
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return moment.strftime("%H:%M:%S.") + f"{ms % 1000:03d}"
+
+
+@register.filter
+def ms_or_dash(value: Any) -> str:
+    if value is None or value == "":
+        return "–"
+    try:
+        return f"{float(value):.0f} ms"
+    except (TypeError, ValueError):
+        return "–"

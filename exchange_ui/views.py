@@ -1,0 +1,99 @@
+"""The dashboard pages: plain function views rendering templates and their partials."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from exchange_ui.runtime import get_exchange, get_runtime
+from trading import models
+from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
+from trading.api import mirror_order_json, mirror_trade_json
+from trading.domain import ValidationErrors
+
+ORDERS_SHOWN = 40
+TAPE_SHOWN = 40
+
+
+def visible_orders(request: HttpRequest) -> Any:
+    query = models.Order.objects.all()
+    if not request.user.is_staff:
+        query = query.filter(client=request.user.get_username())
+    return query.order_by("-created_ms")[:ORDERS_SHOWN]
+
+
+def live_context(request: HttpRequest) -> dict[str, Any]:
+    runtime = get_runtime()
+    return {
+        "orders": [mirror_order_json(o) for o in visible_orders(request)],
+        "trades": [mirror_trade_json(t) for t in models.Trade.objects.order_by("-ts_ms", "-trade_id")[:TAPE_SHOWN]],
+        "regions": runtime.regions(),
+        "m": runtime.last_metrics or runtime.metrics(),
+    }
+
+
+def form_context(values: dict[str, Any] | None = None, errors: dict[str, list[str]] | None = None, notice: str = "") -> dict[str, Any]:
+    config = settings.EXCHANGE
+    return {
+        "idempotency_key": uuid.uuid4().hex,
+        "markets": config.markets,
+        "region_names": config.regions,
+        "values": values or {"symbol": config.markets[0].symbol, "side": "BUY", "qty": "0.0100", "price": str(config.markets[0].reference_price)},
+        "errors": errors or {},
+        "notice": notice,
+    }
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "trading/dashboard.html", {**live_context(request), **form_context()})
+
+
+@login_required
+@require_GET
+def live_snapshot(request: HttpRequest) -> HttpResponse:
+    """Everything the live view shows, as out-of-band swaps: the resync after a gap or reconnect."""
+    return render(request, "trading/fragments.html#snapshot", live_context(request))
+
+
+@login_required
+@require_POST
+def submit_order_form(request: HttpRequest) -> HttpResponse:
+    values = {k: request.POST.get(k, "") for k in ("symbol", "side", "qty", "price", "region")}
+    key = request.POST.get("idempotency_key", "")
+    payload = {k: v for k, v in values.items() if v}
+    try:
+        order, created = submit_order(get_exchange(), request.user.get_username(), payload, key)
+    except ValidationErrors as invalid:
+        context = form_context(values, invalid.errors)
+        context["idempotency_key"] = key if key else context["idempotency_key"]
+        return render(request, "trading/fragments.html#order-form", context, status=400)
+    except IdempotencyConflict:
+        return render(request, "trading/fragments.html#order-form", form_context(values, {"__all__": ["This form was already used for another order; submit again."]}), status=422)
+    except RegionUnavailable as down:
+        context = form_context(values, {"__all__": [f"Region {down.region} is unavailable; your order was not accepted. Retry in a moment."]})
+        context["idempotency_key"] = key  # a retry of the same entry must stay idempotent
+        response = render(request, "trading/fragments.html#order-form", context, status=503)
+        response["Retry-After"] = str(down.retry_after_s)
+        return response
+    notice = (
+        f"Order {order.order_id[:10]}… accepted in {order.region} (seq {order.seq})"
+        if created
+        else f"Already submitted: order {order.order_id[:10]}… is {order.status}"
+    )
+    context = form_context(values, notice=notice)
+    context["new_order"] = mirror_like(order)
+    return render(request, "trading/fragments.html#order-form", context)
+
+
+def mirror_like(order: Any) -> dict[str, Any]:
+    from trading.events import order_data
+
+    return order_data(order)

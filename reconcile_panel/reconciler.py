@@ -1,0 +1,621 @@
+"""The reconciler: merged per-region histories in, one decision per conflict out.
+
+Pure and deterministic: plain data in (every region's own copy of each order and
+every region's fills), decisions out. No boto3, no clock: a decision's time is the
+latest time among the facts it rests on, so a replay yields the same records, the
+same ids and the same content, and the adapter's conditional puts write nothing new.
+
+The rules, in the order they apply:
+
+1. Divergent order (a client's retry with the same idempotency key accepted in two
+   regions that could not see each other, so one order id has a copy per region):
+   the copy that was accepted first stands, ranked by accept time (ms), then the
+   market sequence number, then the region name. Sequence numbers are allocated per
+   region, so across regions they only break a tie on the same millisecond. Every
+   fill of every other copy is reversed (a trade cancel, FIX ExecType H).
+   - duplicate_fill: two or more copies have fills;
+   - cancel_fill_race: a copy was cancelled by its client (cancel accepted) while
+     another copy filled. If the cancelled copy stands the fills are busted; if the
+     filled copy stands, the cancel came too late and nothing is reversed, but the
+     conflict is still recorded with its decision.
+2. Over-limit exposure (only when a per-account position limit is configured for the
+   market): the standing fills of each (account, market) are replayed in the same
+   rank order (then by fill index); a fill that takes the absolute position beyond the
+   limit is cut back to the limit: corrected to a smaller quantity (a trade correct,
+   FIX ExecType G) or, if nothing of it fits, cancelled (ExecType H).
+
+Every reversed quantity is a P&L adjustment for the client and its counterparty,
+marked against the market's reference price r: for the account that bought q at p,
+amount = q x (p - r); for the account that sold, q x (r - p). Signed Decimals, a
+credit when positive; the two legs of one compensation sum to zero.
+
+Only settled orders are decided: every copy has a final status and the fills seen for
+it add up to its filledQty. An account's exposure is decided once all its orders in
+that market are settled. Nothing here depends on arrival order: the input is sorted.
+Cost: O(n log n) in the number of fills and copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+FINAL = ("FILLED", "CANCELLED")
+ZERO = Decimal("0")
+UNKNOWN_RANK = 2**62
+
+DUPLICATE_FILL = "duplicate_fill"
+CANCEL_FILL_RACE = "cancel_fill_race"
+OVER_LIMIT = "over_limit"
+KINDS = (DUPLICATE_FILL, CANCEL_FILL_RACE, OVER_LIMIT)
+
+TRADE_CANCEL = "H"  # FIX ExecType H: trade cancel
+TRADE_CORRECT = "G"  # FIX ExecType G: trade correct
+EXEC_TYPE_NAMES = {TRADE_CANCEL: "TRADE_CANCEL", TRADE_CORRECT: "TRADE_CORRECT"}
+
+STANDING_RULE = "earliest acceptance stands: accept time, then market sequence, then region name"
+LIMIT_RULE = "fills beyond the account's position limit are cut back, in acceptance order"
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """One region's copy of an order, as that region last wrote it."""
+
+    order_id: str
+    region: str
+    client: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    seq: int
+    accept_ms: int
+    status: str
+    filled_qty: Decimal = ZERO
+    cancel_requested: bool = False
+    updated_ms: int = 0
+
+    @property
+    def rank(self) -> tuple[int, int, str]:
+        return (self.accept_ms, self.seq, self.region)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass(frozen=True)
+class Fill:
+    trade_id: str
+    order_id: str
+    region: str
+    client: str
+    counterparty: str
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    seq: int
+    fill_index: int
+    ts_ms: int
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The merged history the reconciler decides over."""
+
+    acceptances: tuple[Acceptance, ...] = ()
+    fills: tuple[Fill, ...] = ()
+    reference_prices: Mapping[str, Decimal] = field(default_factory=dict)
+    limits: Mapping[str, Decimal] = field(default_factory=dict)  # per market; absent: no limit
+
+
+@dataclass(frozen=True)
+class Conflict:
+    conflict_id: str
+    kind: str
+    order_id: str
+    client: str
+    symbol: str
+    regions: tuple[str, ...]
+    standing_region: str
+    standing_trade_ids: tuple[str, ...]
+    compensated_trade_ids: tuple[str, ...]
+    acceptances: tuple[Acceptance, ...]
+    rule: str
+    detail: str
+    decided_ms: int
+
+
+@dataclass(frozen=True)
+class Compensation:
+    compensation_id: str
+    conflict_id: str
+    trade_id: str  # the trade it reverses
+    exec_type: str  # H (cancel) or G (correct)
+    order_id: str
+    client: str
+    counterparty: str
+    symbol: str
+    side: str
+    region: str  # where the reversed trade executed
+    qty: Decimal  # the trade's original quantity
+    price: Decimal
+    reversed_qty: Decimal
+    corrected_qty: Decimal  # what stands of the trade: 0 for a cancel
+    decided_ms: int
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    adjustment_id: str
+    conflict_id: str
+    compensation_id: str
+    account: str
+    order_id: str
+    trade_id: str
+    symbol: str
+    side: str  # the account's side of the reversed trade
+    regions: tuple[str, ...]
+    qty: Decimal  # reversed quantity
+    price: Decimal  # the trade's price
+    reference_price: Decimal
+    amount: Decimal  # signed: credit when positive
+    decided_ms: int
+
+
+@dataclass(frozen=True)
+class Decisions:
+    conflicts: tuple[Conflict, ...] = ()
+    compensations: tuple[Compensation, ...] = ()
+    adjustments: tuple[Adjustment, ...] = ()
+
+    def ids(self) -> set[str]:
+        return (
+            {c.conflict_id for c in self.conflicts}
+            | {c.compensation_id for c in self.compensations}
+            | {a.adjustment_id for a in self.adjustments}
+        )
+
+    def compensated(self) -> dict[str, Decimal]:
+        """Reversed quantity per trade id."""
+        out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        for comp in self.compensations:
+            out[comp.trade_id] += comp.reversed_qty
+        return dict(out)
+
+
+def _id(prefix: str, *parts: str) -> str:
+    h = hashlib.sha256("\x1f".join((prefix, *parts)).encode("utf-8")).hexdigest()
+    return f"{prefix}-{h[:20]}"
+
+
+def conflict_id(kind: str, order_id: str) -> str:
+    return _id("CF", kind, order_id)
+
+
+def compensation_id(conflict: str, trade_id: str) -> str:
+    return _id("TC", conflict, trade_id)
+
+
+def adjustment_id(compensation: str, account: str) -> str:
+    return _id("PA", compensation, account)
+
+
+def pnl_amount(side: str, qty: Decimal, price: Decimal, reference: Decimal) -> Decimal:
+    """What reversing `qty` at `price` is worth to the account that was on `side`."""
+    return qty * (price - reference) if side == "BUY" else qty * (reference - price)
+
+
+def _opposite(side: str) -> str:
+    return "SELL" if side == "BUY" else "BUY"
+
+
+@dataclass
+class _Order:
+    order_id: str
+    copies: dict[str, Acceptance] = field(default_factory=dict)
+    fills: dict[str, list[Fill]] = field(default_factory=dict)
+
+    def settled(self) -> bool:
+        if not self.copies or not all(c.is_final for c in self.copies.values()):
+            return False
+        for region, fills in self.fills.items():
+            copy = self.copies.get(region)
+            if copy is None or sum((f.qty for f in fills), ZERO) != copy.filled_qty:
+                return False
+        return True
+
+    def ranked_regions(self) -> list[str]:
+        regions = set(self.copies) | set(self.fills)
+
+        def key(region: str) -> tuple[int, int, str]:
+            copy = self.copies.get(region)
+            return copy.rank if copy else (UNKNOWN_RANK, UNKNOWN_RANK, region)
+
+        return sorted(regions, key=key)
+
+
+def _group(ledger: Ledger) -> dict[str, _Order]:
+    orders: dict[str, _Order] = {}
+    for acc in ledger.acceptances:
+        order = orders.setdefault(acc.order_id, _Order(acc.order_id))
+        known = order.copies.get(acc.region)
+        if known is None or (known.updated_ms, known.is_final) <= (acc.updated_ms, acc.is_final):
+            order.copies[acc.region] = acc
+    seen: set[str] = set()
+    for fill in ledger.fills:
+        if fill.trade_id in seen:
+            continue
+        seen.add(fill.trade_id)
+        orders.setdefault(fill.order_id, _Order(fill.order_id)).fills.setdefault(fill.region, []).append(fill)
+    for order in orders.values():
+        for fills in order.fills.values():
+            fills.sort(key=lambda f: (f.fill_index, f.trade_id))
+    return orders
+
+
+def unsettled_orders(ledger: Ledger) -> list[str]:
+    return sorted(oid for oid, order in _group(ledger).items() if not order.settled())
+
+
+class _Builder:
+    def __init__(self, reference_prices: Mapping[str, Decimal]):
+        self.reference_prices = reference_prices
+        self.conflicts: list[Conflict] = []
+        self.compensations: list[Compensation] = []
+        self.adjustments: list[Adjustment] = []
+
+    def reverse(self, conflict: Conflict, fill: Fill, reversed_qty: Decimal) -> None:
+        exec_type = TRADE_CANCEL if reversed_qty == fill.qty else TRADE_CORRECT
+        comp = Compensation(
+            compensation_id=compensation_id(conflict.conflict_id, fill.trade_id),
+            conflict_id=conflict.conflict_id,
+            trade_id=fill.trade_id,
+            exec_type=exec_type,
+            order_id=fill.order_id,
+            client=fill.client,
+            counterparty=fill.counterparty,
+            symbol=fill.symbol,
+            side=fill.side,
+            region=fill.region,
+            qty=fill.qty,
+            price=fill.price,
+            reversed_qty=reversed_qty,
+            corrected_qty=fill.qty - reversed_qty,
+            decided_ms=conflict.decided_ms,
+        )
+        self.compensations.append(comp)
+        reference = self.reference_prices.get(fill.symbol, fill.price)
+        for account, side in ((fill.client, fill.side), (fill.counterparty, _opposite(fill.side))):
+            self.adjustments.append(
+                Adjustment(
+                    adjustment_id=adjustment_id(comp.compensation_id, account),
+                    conflict_id=conflict.conflict_id,
+                    compensation_id=comp.compensation_id,
+                    account=account,
+                    order_id=fill.order_id,
+                    trade_id=fill.trade_id,
+                    symbol=fill.symbol,
+                    side=side,
+                    regions=conflict.regions,
+                    qty=reversed_qty,
+                    price=fill.price,
+                    reference_price=reference,
+                    amount=pnl_amount(side, reversed_qty, fill.price, reference),
+                    decided_ms=conflict.decided_ms,
+                )
+            )
+
+
+def _decide_divergent(order: _Order, out: _Builder) -> tuple[str, list[Fill]]:
+    """Rule 1 for one settled order. Returns its standing region and standing fills."""
+    ranked = order.ranked_regions()
+    standing = ranked[0]
+    standing_fills = order.fills.get(standing, [])
+    if len(ranked) < 2:
+        return standing, standing_fills
+    others = ranked[1:]
+    reversed_fills = [f for region in others for f in order.fills.get(region, [])]
+    outcomes = {(c.status, c.filled_qty) for c in order.copies.values()}
+    if not reversed_fills and len(outcomes) <= 1:
+        return standing, standing_fills  # the copies agree: nothing diverged
+    cancelled = any(c.cancel_requested and c.status == "CANCELLED" for c in order.copies.values())
+    with_fills = [r for r in ranked if order.fills.get(r)]
+    kind = CANCEL_FILL_RACE if cancelled else DUPLICATE_FILL
+    first = order.copies.get(standing) or next(iter(order.copies.values()))
+    all_fills = [f for r in ranked for f in order.fills.get(r, [])]
+    decided_ms = max(
+        [c.updated_ms for c in order.copies.values()] + [c.accept_ms for c in order.copies.values()] + [f.ts_ms for f in all_fills]
+    )
+    cid = conflict_id(kind, order.order_id)
+    detail = (
+        f"order {order.order_id} accepted in {', '.join(ranked)}; fills in {', '.join(with_fills) or 'none'}; "
+        f"{standing} accepted first and stands"
+    )
+    conflict = Conflict(
+        conflict_id=cid,
+        kind=kind,
+        order_id=order.order_id,
+        client=first.client,
+        symbol=first.symbol,
+        regions=tuple(sorted(ranked)),
+        standing_region=standing,
+        standing_trade_ids=tuple(f.trade_id for f in standing_fills),
+        compensated_trade_ids=tuple(f.trade_id for f in reversed_fills),
+        acceptances=tuple(order.copies[r] for r in ranked if r in order.copies),
+        rule=STANDING_RULE,
+        detail=detail,
+        decided_ms=decided_ms,
+    )
+    out.conflicts.append(conflict)
+    for fill in reversed_fills:
+        out.reverse(conflict, fill, fill.qty)
+    return standing, standing_fills
+
+
+def _decide_limits(
+    orders: dict[str, _Order], standing: dict[str, tuple[str, list[Fill]]], limits: Mapping[str, Decimal], out: _Builder
+) -> None:
+    """Rule 2: per (account, market), cut fills back to the position limit."""
+    accounts: dict[tuple[str, str], list[tuple[tuple[int, int, str], int, str, Fill]]] = defaultdict(list)
+    unsettled_accounts: set[tuple[str, str]] = set()
+    for order in orders.values():
+        copy = next(iter(sorted(order.copies.values(), key=lambda c: c.rank)), None)
+        some_fill = next((f for fs in order.fills.values() for f in fs), None)
+        client = copy.client if copy else (some_fill.client if some_fill else "")
+        symbol = copy.symbol if copy else (some_fill.symbol if some_fill else "")
+        if symbol not in limits:
+            continue
+        if order.order_id not in standing:
+            unsettled_accounts.add((client, symbol))
+            continue
+        region, fills = standing[order.order_id]
+        stand_copy = order.copies.get(region)
+        rank = stand_copy.rank if stand_copy else (UNKNOWN_RANK, UNKNOWN_RANK, region)
+        for fill in fills:
+            accounts[(client, symbol)].append((rank, fill.fill_index, fill.trade_id, fill))
+    for account in sorted(accounts):
+        if account in unsettled_accounts:
+            continue
+        client, symbol = account
+        limit = limits[symbol]
+        entries = sorted(accounts[account], key=lambda e: e[:3])
+        position = ZERO
+        # order id -> [(fill, reversed qty, position before, index of the fill in `entries`)]
+        breaches: dict[str, list[tuple[Fill, Decimal, Decimal, int]]] = defaultdict(list)
+        for index, (_, _, _, fill) in enumerate(entries):
+            sign = 1 if fill.side == "BUY" else -1
+            room = max(limit - sign * position, ZERO)  # how far this side may still go
+            kept = min(fill.qty, room)
+            if kept < fill.qty:
+                breaches[fill.order_id].append((fill, fill.qty - kept, position, index))
+            position += sign * kept
+        for order_id in sorted(breaches):
+            cut = breaches[order_id]
+            cut_ids = {fill.trade_id for fill, _, _, _ in cut}
+            order = orders[order_id]
+            stand_region, stand_fills = standing[order_id]
+            # Only the facts up to the last cut fill: later fills cannot change this decision.
+            prefix = [e[3] for e in entries[: cut[-1][3] + 1]]
+            first_fill, _, before, _ = cut[0]
+            conflict = Conflict(
+                conflict_id=conflict_id(OVER_LIMIT, order_id),
+                kind=OVER_LIMIT,
+                order_id=order_id,
+                client=client,
+                symbol=symbol,
+                regions=tuple(sorted({f.region for f in prefix})),
+                standing_region=stand_region,
+                standing_trade_ids=tuple(f.trade_id for f in stand_fills if f.trade_id not in cut_ids),
+                compensated_trade_ids=tuple(f.trade_id for f, _, _, _ in cut),
+                acceptances=tuple(order.copies[r] for r in order.ranked_regions() if r in order.copies),
+                rule=LIMIT_RULE,
+                detail=(
+                    f"{client} {symbol}: position {format(before, 'f')} plus {first_fill.side} "
+                    f"{format(first_fill.qty, 'f')} exceeds the limit {format(limit, 'f')} once the regions' fills are merged"
+                ),
+                decided_ms=max([f.ts_ms for f in prefix] + [c.updated_ms for c in order.copies.values()]),
+            )
+            out.conflicts.append(conflict)
+            for fill, reversed_qty, _, _ in cut:
+                out.reverse(conflict, fill, reversed_qty)
+
+
+def reconcile(ledger: Ledger) -> Decisions:
+    """Every conflict in the ledger and its one decision. Deterministic; O(n log n)."""
+    orders = _group(ledger)
+    out = _Builder(ledger.reference_prices)
+    standing: dict[str, tuple[str, list[Fill]]] = {}
+    for order_id in sorted(orders):
+        order = orders[order_id]
+        if not order.settled():
+            continue
+        standing[order_id] = _decide_divergent(order, out)
+    if ledger.limits:
+        # Fills busted by rule 1 no longer count towards anyone's position.
+        _decide_limits(orders, standing, ledger.limits, out)
+    return Decisions(tuple(out.conflicts), tuple(out.compensations), tuple(out.adjustments))
+
+
+# --- plain items (the reconcile table's records) ------------------------------------
+
+RECORD_CONFLICT = "CONFLICT"
+RECORD_COMPENSATION = "COMPENSATION"
+RECORD_ADJUSTMENT = "ADJUSTMENT"
+
+
+def _text(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def acceptance_to_item(acc: Acceptance) -> dict[str, Any]:
+    return {
+        "orderId": acc.order_id,
+        "region": acc.region,
+        "client": acc.client,
+        "symbol": acc.symbol,
+        "side": acc.side,
+        "qty": acc.qty,
+        "price": acc.price,
+        "seq": acc.seq,
+        "acceptedAt": acc.accept_ms,
+        "status": acc.status,
+        "filledQty": acc.filled_qty,
+        "cancelRequested": acc.cancel_requested,
+        "updatedAt": acc.updated_ms,
+    }
+
+
+def acceptance_from_item(item: Mapping[str, Any]) -> Acceptance:
+    return Acceptance(
+        order_id=str(item["orderId"]),
+        region=str(item["region"]),
+        client=str(item["client"]),
+        symbol=str(item["symbol"]),
+        side=str(item["side"]),
+        qty=Decimal(item["qty"]),
+        price=Decimal(item["price"]),
+        seq=int(item["seq"]),
+        accept_ms=int(item["acceptedAt"]),
+        status=str(item["status"]),
+        filled_qty=Decimal(item.get("filledQty", 0)),
+        cancel_requested=bool(item.get("cancelRequested", False)),
+        updated_ms=int(item.get("updatedAt", item["acceptedAt"])),
+    )
+
+
+def acceptance_from_order_item(item: Mapping[str, Any], region: str | None = None) -> Acceptance:
+    """An Orders table item as the copy of `region` (default: the item's own region)."""
+    return Acceptance(
+        order_id=str(item["orderId"]),
+        region=region or str(item["region"]),
+        client=str(item["client"]),
+        symbol=str(item["symbol"]),
+        side=str(item["side"]),
+        qty=Decimal(item["qty"]),
+        price=Decimal(item["price"]),
+        seq=int(item["seq"]),
+        accept_ms=int(item["createdAt"]),
+        status=str(item["status"]),
+        filled_qty=Decimal(item.get("filledQty", 0)),
+        cancel_requested=bool(item.get("cancelRequested", False)),
+        updated_ms=int(item.get("updatedAt", item["createdAt"])),
+    )
+
+
+def fill_from_trade_item(item: Mapping[str, Any]) -> Fill:
+    return Fill(
+        trade_id=str(item["tradeId"]),
+        order_id=str(item["orderId"]),
+        region=str(item["region"]),
+        client=str(item["client"]),
+        counterparty=str(item.get("counterparty", "")),
+        symbol=str(item["symbol"]),
+        side=str(item["side"]),
+        qty=Decimal(item["qty"]),
+        price=Decimal(item["price"]),
+        seq=int(item["seq"]),
+        fill_index=int(item["fillIndex"]),
+        ts_ms=int(item["timestamp"]),
+    )
+
+
+def conflict_to_item(c: Conflict) -> dict[str, Any]:
+    return {
+        "pk": f"{RECORD_CONFLICT}#{c.conflict_id}",
+        "recordType": RECORD_CONFLICT,
+        "conflictId": c.conflict_id,
+        "kind": c.kind,
+        "orderId": c.order_id,
+        "client": c.client,
+        "symbol": c.symbol,
+        "regions": list(c.regions),
+        "standingRegion": c.standing_region,
+        "standingTradeIds": list(c.standing_trade_ids),
+        "compensatedTradeIds": list(c.compensated_trade_ids),
+        "acceptances": [acceptance_to_item(a) for a in c.acceptances],
+        "rule": c.rule,
+        "detail": c.detail,
+        "decidedAt": c.decided_ms,
+    }
+
+
+def compensation_to_item(c: Compensation) -> dict[str, Any]:
+    return {
+        "pk": f"{RECORD_COMPENSATION}#{c.compensation_id}",
+        "recordType": RECORD_COMPENSATION,
+        "compensationId": c.compensation_id,
+        "conflictId": c.conflict_id,
+        "tradeId": c.trade_id,
+        "execType": c.exec_type,
+        "execTypeName": EXEC_TYPE_NAMES[c.exec_type],
+        "orderId": c.order_id,
+        "client": c.client,
+        "counterparty": c.counterparty,
+        "symbol": c.symbol,
+        "side": c.side,
+        "region": c.region,
+        "qty": c.qty,
+        "price": c.price,
+        "reversedQty": c.reversed_qty,
+        "correctedQty": c.corrected_qty,
+        "decidedAt": c.decided_ms,
+    }
+
+
+def adjustment_to_item(a: Adjustment) -> dict[str, Any]:
+    return {
+        "pk": f"{RECORD_ADJUSTMENT}#{a.adjustment_id}",
+        "recordType": RECORD_ADJUSTMENT,
+        "adjustmentId": a.adjustment_id,
+        "conflictId": a.conflict_id,
+        "compensationId": a.compensation_id,
+        "account": a.account,
+        "orderId": a.order_id,
+        "tradeId": a.trade_id,
+        "symbol": a.symbol,
+        "side": a.side,
+        "regions": list(a.regions),
+        "qty": a.qty,
+        "price": a.price,
+        "referencePrice": a.reference_price,
+        "amount": a.amount,
+        "decidedAt": a.decided_ms,
+    }
+
+
+def decision_items(decisions: Decisions) -> list[dict[str, Any]]:
+    """Records in write order: each conflict, then its compensations, then adjustments."""
+    items = [conflict_to_item(c) for c in decisions.conflicts]
+    items += [compensation_to_item(c) for c in decisions.compensations]
+    items += [adjustment_to_item(a) for a in decisions.adjustments]
+    return items
+
+
+def record_json(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A reconcile record as JSON-safe data: Decimals become strings."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return _text(value)
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in item.items() if k not in {"writerRegion", "replicaStamp"}}
+
+
+def conflict_acceptances(items: Iterable[Mapping[str, Any]]) -> list[Acceptance]:
+    """Every region copy that conflict records witnessed (the copies LWW overwrote)."""
+    out = []
+    for item in items:
+        if item.get("recordType") == RECORD_CONFLICT:
+            out.extend(acceptance_from_item(a) for a in item.get("acceptances", []))
+    return out

@@ -1,0 +1,249 @@
+"""The JSON API for orders, trades, regions and metrics (django-ninja router).
+
+Parse, call one action, render. The order body is parsed here with Decimal for every
+JSON number, so a float never exists; the schema below is for the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Router
+
+from exchange_ui.runtime import get_exchange, get_runtime
+from trading import models
+from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order, locate_order, submit_order
+from trading.domain import Order, Trade, ValidationErrors
+from trading.events import order_data, trade_data
+
+router = Router(tags=["orders"])
+
+ORDER_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["symbol", "side", "qty", "price"],
+                    "properties": {
+                        "symbol": {"type": "string", "example": "BTC-USD"},
+                        "side": {"type": "string", "enum": ["BUY", "SELL"]},
+                        "qty": {"type": "string", "description": "decimal, a multiple of the lot", "example": "0.5000"},
+                        "price": {"type": "string", "description": "decimal, a multiple of the tick", "example": "50000.00"},
+                        "region": {"type": "string", "description": "optional; default: the market's home region"},
+                    },
+                }
+            }
+        },
+    },
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "maxLength": 128},
+            "description": "the same key and body again returns the original order",
+        }
+    ],
+}
+
+MAX_LIST = 500
+
+
+def error(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+
+
+def field_errors(errors: dict[str, list[str]]) -> JsonResponse:
+    return JsonResponse({"errors": errors}, status=400)
+
+
+def parse_json_body(request: HttpRequest) -> Any:
+    errors = ValidationErrors()
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        errors.add("__all__", "The body must be UTF-8 JSON.")
+        raise errors from None
+    try:
+        # Every JSON number becomes a Decimal; NaN/Infinity are refused by validation.
+        return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    except (ValueError, RecursionError):
+        errors.add("__all__", "The body must be a JSON object.")
+        raise errors from None
+
+
+def order_json(order: Order, fills: list[Trade] | None = None) -> dict[str, Any]:
+    body = order_data(order)
+    body["awaiting_fill"] = order.is_open
+    body["history"] = [{"status": h.status, "ts_ms": h.ts_ms, "az": h.az, "note": h.note} for h in order.history]
+    if fills is not None:
+        body["fills"] = [trade_data(t) for t in fills]
+    return body
+
+
+def grid_text(value: Decimal, step: Decimal | None) -> str:
+    """A mirrored decimal shown on its market's grid, as the order was entered."""
+    return format(value.quantize(step) if step is not None else value.normalize(), "f")
+
+
+def market_steps(symbol: str) -> tuple[Decimal | None, Decimal | None]:
+    market = get_exchange().config.market(symbol)
+    return (market.lot, market.tick) if market else (None, None)
+
+
+def mirror_order_json(order: models.Order) -> dict[str, Any]:
+    lot, tick = market_steps(order.symbol)
+    return {
+        "order_id": order.order_id,
+        "client": order.client,
+        "symbol": order.symbol,
+        "side": order.side,
+        "qty": grid_text(order.qty, lot),
+        "price": grid_text(order.price, tick),
+        "status": order.status,
+        "filled_qty": grid_text(order.filled_qty, lot),
+        "region": order.region,
+        "accepted_az": order.accepted_az,
+        "seq": order.seq,
+        "idempotency_key": order.idempotency_key,
+        "created_ms": order.created_ms,
+        "updated_ms": order.updated_ms,
+        "awaiting_fill": order.awaiting_fill,
+    }
+
+
+def mirror_trade_json(trade: models.Trade) -> dict[str, Any]:
+    lot, tick = market_steps(trade.symbol)
+    return {
+        "trade_id": trade.trade_id,
+        "order_id": trade.order_id,
+        "symbol": trade.symbol,
+        "side": trade.side,
+        "qty": grid_text(trade.qty, lot),
+        "price": grid_text(trade.price, tick),
+        "buy_order": trade.buy_order,
+        "sell_order": trade.sell_order,
+        "region": trade.region,
+        "fill_az": trade.fill_az,
+        "seq": trade.seq,
+        "ts_ms": trade.ts_ms,
+    }
+
+
+def can_see(request: HttpRequest, client: str) -> bool:
+    return bool(request.user.is_staff or request.user.get_username() == client)
+
+
+@router.post("/orders", openapi_extra=ORDER_BODY_SCHEMA, summary="Submit an order (idempotent by Idempotency-Key)")
+def post_order(request: HttpRequest) -> HttpResponse:
+    try:
+        payload = parse_json_body(request)
+        order, created = submit_order(
+            get_exchange(), request.user.get_username(), payload, request.headers.get("Idempotency-Key")
+        )
+    except ValidationErrors as invalid:
+        return field_errors(invalid.errors)
+    except IdempotencyConflict as conflict:
+        return error(422, "idempotency_key_reused", str(conflict), order_id=conflict.order.order_id)
+    except RegionUnavailable as down:
+        response = error(503, "region_unavailable", str(down), region=down.region)
+        response["Retry-After"] = str(down.retry_after_s)
+        return response
+    return JsonResponse(order_json(order), status=201 if created else 200)
+
+
+@router.get("/orders", summary="The caller's orders (staff: all), newest first")
+def list_orders(request: HttpRequest, limit: int = 100, symbol: str | None = None, status: str | None = None) -> HttpResponse:
+    query = models.Order.objects.all()
+    if not request.user.is_staff:
+        query = query.filter(client=request.user.get_username())
+    if symbol:
+        query = query.filter(symbol=symbol[:20])
+    if status:
+        query = query.filter(status=status[:12])
+    limit = max(1, min(limit, MAX_LIST))
+    return JsonResponse({"orders": [mirror_order_json(o) for o in query.order_by("-created_ms")[:limit]]})
+
+
+@router.get("/orders/{order_id}", summary="An order with its status history and fills")
+def get_order(request: HttpRequest, order_id: str) -> HttpResponse:
+    if len(order_id) > 64:
+        return error(404, "not_found", "no such order")
+    ex = get_exchange()
+    hint = models.Order.objects.filter(pk=order_id).values_list("region", flat=True).first()
+    order = locate_order(ex, order_id, hint)
+    if order is None or not can_see(request, order.client):
+        return error(404, "not_found", "no such order")
+    fills = ex.stores[order.region].trades.for_order(order.order_id, order.region)
+    return JsonResponse(order_json(order, fills))
+
+
+@router.delete("/orders/{order_id}", summary="Request a cancel (applied in order with the fill)")
+def delete_order(request: HttpRequest, order_id: str) -> HttpResponse:
+    if len(order_id) > 64:
+        return error(404, "not_found", "no such order")
+    ex = get_exchange()
+    hint = models.Order.objects.filter(pk=order_id).values_list("region", flat=True).first()
+    order = locate_order(ex, order_id, hint)
+    if order is None or not can_see(request, order.client):
+        return error(404, "not_found", "no such order")
+    try:
+        requested = cancel_order(ex, order)
+    except RegionUnavailable as down:
+        response = error(503, "region_unavailable", str(down), region=down.region)
+        response["Retry-After"] = str(down.retry_after_s)
+        return response
+    return JsonResponse(
+        {
+            "order_id": order.order_id,
+            "cancel": "requested" if requested else "too_late",
+            "status": order.status,
+            "detail": "cancel requested" if requested else f"the order is already {order.status}",
+        },
+        status=202,
+    )
+
+
+@router.get("/trades", summary="The tape, newest first")
+def list_trades(
+    request: HttpRequest, symbol: str | None = None, region: str | None = None, executed_in: str | None = None, limit: int = 100
+) -> HttpResponse:
+    ex = get_exchange()
+    limit = max(1, min(limit, MAX_LIST))
+    for name, value in (("region", region), ("executed_in", executed_in)):
+        if value and value not in ex.config.regions:
+            return JsonResponse({"errors": {name: [f"Unknown region. Known: {', '.join(ex.config.regions)}."]}}, status=400)
+    if region:
+        # The tape as region R's own tables hold it (after replication), read from DynamoDB.
+        try:
+            trades = list(ex.stores[region].trades.scan_all())
+        except Exception:
+            return error(503, "region_unavailable", f"region {region} did not answer", region=region)
+        if symbol:
+            trades = [t for t in trades if t.symbol == symbol]
+        if executed_in:
+            trades = [t for t in trades if t.region == executed_in]
+        trades.sort(key=lambda t: (t.ts_ms, t.trade_id), reverse=True)
+        return JsonResponse({"trades": [trade_data(t) for t in trades[:limit]]})
+    query = models.Trade.objects.all()
+    if symbol:
+        query = query.filter(symbol=symbol[:20])
+    if executed_in:
+        query = query.filter(region=executed_in)
+    return JsonResponse({"trades": [mirror_trade_json(t) for t in query.order_by("-ts_ms", "-trade_id")[:limit]]})
+
+
+@router.get("/regions", summary="Each region: status, AZs and workers, queue depth, replication lag")
+def list_regions(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"regions": get_runtime().regions()})
+
+
+@router.get("/metrics", summary="Time-to-accept, queued events, awaiting fill, divergence, lag, backpressure")
+def get_metrics(request: HttpRequest) -> HttpResponse:
+    runtime = get_runtime()
+    return JsonResponse(runtime.last_metrics or runtime.metrics())

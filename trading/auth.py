@@ -1,0 +1,50 @@
+"""Who is calling: bearer tokens and sessions for the JSON API, staff checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.errors import HttpError
+from ninja.security import APIKeyCookie, HttpBearer
+
+from trading.models import ApiToken, hash_token
+
+
+def user_for_token(token: str) -> Any | None:
+    if not token or len(token) > 200:
+        return None
+    found = ApiToken.objects.select_related("user").filter(token_hash=hash_token(token)).first()
+    if found is None or not found.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=found.pk).update(last_used=timezone.now())
+    return found.user
+
+
+class BearerAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any | None:
+        user = user_for_token(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+class SessionAuth(APIKeyCookie):
+    """A logged-in browser session; CSRF is checked on unsafe methods."""
+
+    param_name = "sessionid"
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any | None:
+        if request.user.is_authenticated:
+            return request.user
+        return None
+
+
+def require_staff(request: HttpRequest) -> None:
+    """Raise 403 unless the caller is staff (operator APIs: experiments, reconcile)."""
+    if not getattr(request.user, "is_staff", False):
+        raise HttpError(403, "staff only")
+
+
+API_AUTH = [BearerAuth(), SessionAuth()]

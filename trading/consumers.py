@@ -1,0 +1,113 @@
+"""WebSocket consumers: authenticate, join the events group, relay.
+
+Both sockets coalesce per client: events are buffered and flushed at most every
+FLUSH_INTERVAL_S (DESIGN.md: one daphne process delivers a few thousand frames/s, so
+the browser never gets one frame per event). Every frame carries a per-connection
+sequence number; a client that sees a gap, or reconnects, re-fetches a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from exchange_ui.push import EVENTS_GROUP
+from trading.events import visible_to
+from trading.fragments import coalesce, render_dashboard_frame
+
+FLUSH_INTERVAL_S = 0.1
+MAX_BUFFER = 5000
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class BufferedEventsConsumer(AsyncWebsocketConsumer):
+    batch_mode = True
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.username = user.get_username()
+        self.is_staff = bool(user.is_staff)
+        self.buffer: list[dict[str, Any]] = []
+        self.overflowed = False
+        self.seq = 0
+        self.wakeup = asyncio.Event()
+        await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
+        await self.accept()
+        self.flusher = asyncio.create_task(self.flush_loop())
+
+    async def disconnect(self, code: int) -> None:
+        flusher = getattr(self, "flusher", None)
+        if flusher is not None:
+            flusher.cancel()
+        if hasattr(self, "buffer"):
+            await self.channel_layer.group_discard(EVENTS_GROUP, self.channel_name)
+
+    async def exchange_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if not visible_to(event, self.username, self.is_staff):
+            return
+        if len(self.buffer) >= MAX_BUFFER:
+            self.buffer.clear()
+            self.overflowed = True
+        self.buffer.append(event)
+        self.wakeup.set()
+
+    async def flush_loop(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            batch, self.buffer = self.buffer, []
+            overflowed, self.overflowed = self.overflowed, False
+            if batch or overflowed:
+                await self.send_batch(batch, overflowed)
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+
+    async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
+        raise NotImplementedError
+
+
+class DashboardConsumer(BufferedEventsConsumer):
+    """/ws/dashboard/: htmx out-of-band fragments for the pages."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        return  # the dashboard socket is push-only
+
+    async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
+        reduced, cut = coalesce(batch)
+        self.seq += 1
+        await self.send(text_data=render_dashboard_frame(reduced, self.seq, resync=overflowed or cut))
+
+
+class EventsConsumer(BufferedEventsConsumer):
+    """/ws/events/: the contract's JSON frames, one event per frame.
+
+    `?batch=1` asks for coalesced frames instead: {"type": "batch", "seq", "events": [...]}.
+    """
+
+    async def connect(self) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.batch_mode = query.get("batch", ["0"])[0] in {"1", "true"}
+        await super().connect()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data and text_data.strip() == "ping":
+            await self.send(text_data=json.dumps({"type": "pong", "seq": self.seq}))
+
+    async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
+        if self.batch_mode:
+            self.seq += 1
+            await self.send(text_data=json.dumps({"type": "batch", "seq": self.seq, "resync": overflowed, "events": batch}))
+            return
+        if overflowed:
+            self.seq += 1
+            await self.send(text_data=json.dumps({"type": "resync", "region": "global", "ts": 0, "data": {}, "seq": self.seq}))
+        for event in batch:
+            self.seq += 1
+            await self.send(text_data=json.dumps({**event, "seq": self.seq}))

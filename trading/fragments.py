@@ -1,0 +1,66 @@
+"""Turns batches of events into what a browser receives: coalesced, then rendered.
+
+coalesce() is pure: the newest state of each order, region and metric wins, trades are
+capped per frame (the rest is recovered by a resync). render_dashboard_frame() renders
+the htmx out-of-band fragments for one frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.template.loader import render_to_string
+
+from trading import events as ev
+
+MAX_TRADES_PER_FRAME = 40
+MAX_ORDERS_PER_FRAME = 60
+
+
+def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """Reduce a batch to what changes the picture. Returns (events, overflowed)."""
+    orders: dict[str, dict[str, Any]] = {}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    trades: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    overflowed = False
+    for event in batch:
+        kind = event["type"]
+        if kind in (ev.ORDER_ACCEPTED, ev.ORDER_STATUS):
+            order_id = event["data"].get("order_id", "")
+            previous = orders.get(order_id)
+            if previous is None or event["data"].get("updated_ms", 0) >= previous["data"].get("updated_ms", 0):
+                orders[order_id] = event
+        elif kind == ev.TRADE_EXECUTED:
+            trades.append(event)
+        elif kind in (ev.METRICS, ev.REGION_HEALTH, ev.BACKPRESSURE):
+            latest[(kind, event["region"])] = event
+        else:
+            others.append(event)
+    if len(trades) > MAX_TRADES_PER_FRAME:
+        trades = trades[-MAX_TRADES_PER_FRAME:]
+        overflowed = True
+    order_events = list(orders.values())
+    if len(order_events) > MAX_ORDERS_PER_FRAME:
+        order_events = order_events[-MAX_ORDERS_PER_FRAME:]
+        overflowed = True
+    return order_events + trades + list(latest.values()) + others, overflowed
+
+
+def order_context(data: dict[str, Any]) -> dict[str, Any]:
+    return {"o": data}
+
+
+def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool) -> str:
+    parts = [render_to_string("trading/fragments.html#live-seq", {"seq": seq, "resync": resync})]
+    for event in batch:
+        kind = event["type"]
+        if kind in (ev.ORDER_ACCEPTED, ev.ORDER_STATUS):
+            parts.append(render_to_string("trading/fragments.html#order-row", {"o": event["data"], "oob": True}))
+        elif kind == ev.TRADE_EXECUTED:
+            parts.append(render_to_string("trading/fragments.html#trade-row", {"t": event["data"], "oob": True}))
+        elif kind == ev.REGION_HEALTH:
+            parts.append(render_to_string("trading/fragments.html#region-card", {"r": event["data"], "oob": True}))
+        elif kind == ev.METRICS:
+            parts.append(render_to_string("trading/fragments.html#metrics", {"m": event["data"], "oob": True}))
+    return "".join(parts)
