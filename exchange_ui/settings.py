@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlparse
 
-from trading.config import BASE_DIR, ConfigError, ExchangeConfig, env_bool, env_int, env_list, env_str
+from trading.config import BASE_DIR, VAR_DIR, ConfigError, ExchangeConfig, env_bool, env_int, env_list, env_str
 
 DEV_SECRET = "dev-only-insecure-secret-key-change-me-0123456789abcdefghij"
 
@@ -87,7 +87,7 @@ def database_from_url(url: str) -> dict[str, object]:
             "CONN_MAX_AGE": 60,
         }
     if parsed.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parsed.path) or str(BASE_DIR / "var" / "db.sqlite3")}
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parsed.path) or str(VAR_DIR / "db.sqlite3")}
     raise ConfigError(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (postgres://, sqlite:///)")
 
 
@@ -97,7 +97,7 @@ DATABASES = {
     if _database_url
     else {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": env_str("EXCHANGE_SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")),
+        "NAME": str(VAR_DIR / "db.sqlite3"),
         # Background threads mirror the streams while pages read: wait, don't fail.
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
     }
@@ -131,7 +131,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATIC_ROOT = VAR_DIR / "staticfiles"
 # Static files are served by the app itself (daphne has no static handler): from the
 # source folders directly, so nothing needs collecting before `make run`.
 WHITENOISE_USE_FINDERS = True

@@ -18,9 +18,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from trading.config import BASE_DIR
+from trading.config import VAR_DIR
 
-ENDPOINT_FILE = BASE_DIR / "var" / "aws_endpoint"
+ENDPOINT_FILE = VAR_DIR / "aws_endpoint"
 
 # A hook gets (service, region, operation, request) and returns an AWSResponse to
 # short-circuit the call (an injected error), or None to let it through.

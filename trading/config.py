@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Local state: the SQLite mirror, the embedded AWS endpoint, demo logins, logs.
+VAR_DIR = Path(os.environ.get("EXCHANGE_VAR_DIR") or BASE_DIR / "var")
 
 
 class ConfigError(ValueError):

@@ -20,12 +20,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from trading import aws, events
-from trading.config import BASE_DIR
+from trading.config import VAR_DIR
 from trading.motoserver import MotoServer
 
 log = logging.getLogger(__name__)
 
-LOGINS_FILE = BASE_DIR / "var" / "demo-logins.txt"
+LOGINS_FILE = VAR_DIR / "demo-logins.txt"
 DEMO_USERS = (("alice", False), ("ops", True))
 
 
@@ -75,13 +75,13 @@ class Command(BaseCommand):
 
         config = settings.EXCHANGE
         moto: MotoServer | None = None
-        (BASE_DIR / "var").mkdir(exist_ok=True)
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
         if config.endpoint_url:
             endpoint = config.endpoint_url
             self.stdout.write(f"AWS endpoint: {endpoint} (AWS_ENDPOINT_URL)")
         else:
             self.stdout.write("starting the embedded moto server (AWS) …")
-            moto = MotoServer(log_path=BASE_DIR / "var" / "moto.log").start()
+            moto = MotoServer(log_path=VAR_DIR / "moto.log").start()
             endpoint = moto.url
             aws.write_endpoint_file(endpoint)
             self.stdout.write(f"AWS endpoint: {endpoint} (written to var/aws_endpoint)")

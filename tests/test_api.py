@@ -1,0 +1,182 @@
+"""The JSON API as a client drives it: status codes, error shapes, auth, visibility."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from exchange_ui.runtime import Runtime, set_runtime
+from tests.conftest import order_payload
+from trading.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def runtime(aws_resources: Any) -> Iterator[Runtime]:
+    built = Runtime.build(aws_resources)
+    set_runtime(built)
+    yield built
+    set_runtime(None)
+
+
+@pytest.fixture
+def alice() -> User:
+    return User.objects.create_user("alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def ops() -> User:
+    return User.objects.create_user("ops", password="ops-pass-123", is_staff=True)
+
+
+def bearer(user: User) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user)}"}
+
+
+def post_order(client: Client, auth: dict[str, str], body: Any, key: str | None = "key-1", raw: bool = False) -> Any:
+    headers = dict(auth)
+    if key is not None:
+        headers["HTTP_IDEMPOTENCY_KEY"] = key
+    data = body if raw else json.dumps(body)
+    return client.post("/api/orders", data=data, content_type="application/json", **headers)
+
+
+def mirror(runtime: Runtime) -> None:
+    for tailer in runtime.tailers:
+        tailer.drain()
+
+
+def test_it_creates_an_order_then_replays_it(runtime: Runtime, alice: User) -> None:
+    client, auth = Client(), bearer(alice)
+    first = post_order(client, auth, order_payload())
+    assert first.status_code == 201
+    body = first.json()
+    for field in ("order_id", "seq", "status", "region", "accepted_az", "idempotency_key"):
+        assert field in body
+    assert body["status"] == "ACCEPTED" and body["qty"] == "0.5000" and body["idempotency_key"] == "key-1"
+    again = post_order(client, auth, order_payload())
+    assert again.status_code == 200 and again.json()["order_id"] == body["order_id"]
+    assert post_order(client, auth, order_payload(price="49999.00")).status_code == 422
+
+
+def test_it_answers_400_with_field_errors_and_writes_nothing(runtime: Runtime, alice: User) -> None:
+    client, auth = Client(), bearer(alice)
+    response = post_order(client, auth, {"symbol": "NOPE", "side": "UP", "qty": "abc"})
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert set(errors) >= {"symbol", "side", "qty", "price"}
+    assert post_order(client, auth, order_payload(), key=None).status_code == 400
+    assert sum(1 for _ in runtime.exchange.stores["us-east-1"].orders.scan_all()) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{not json",
+        "",
+        "[]",
+        '"text"',
+        "null",
+        '{"symbol": "BTC-USD", "side": "BUY", "qty": 1e400, "price": "1"}',
+        '{"symbol": "BTC-USD", "side": "BUY", "qty": NaN, "price": "1"}',
+        json.dumps({"symbol": "x" * 10_000, "side": "BUY", "qty": "1", "price": "1"}),
+        json.dumps({"symbol": "BTC-USD", "side": "ВУУ", "qty": "١", "price": "💰"}),
+        "[" * 5000 + "]" * 5000,
+        json.dumps({"symbol": {"nested": True}, "side": ["BUY"], "qty": {}, "price": []}),
+    ],
+)
+def test_it_never_answers_500_to_malformed_bodies(runtime: Runtime, alice: User, raw: str) -> None:
+    response = post_order(Client(), bearer(alice), raw, raw=True)
+    assert response.status_code == 400, response.content
+    assert "errors" in response.json()
+
+
+def test_it_refuses_a_wrong_content_type_cleanly(runtime: Runtime, alice: User) -> None:
+    response = Client().post("/api/orders", data={"symbol": "BTC-USD"}, HTTP_IDEMPOTENCY_KEY="k", **bearer(alice))
+    assert response.status_code == 400
+
+
+def test_it_requires_authentication(runtime: Runtime) -> None:
+    response = post_order(Client(), {}, order_payload())
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert Client().get("/api/orders", HTTP_AUTHORIZATION="Bearer not-a-token").status_code == 401
+
+
+def test_it_checks_csrf_for_session_callers(runtime: Runtime, alice: User) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert post_order(client, {}, order_payload()).status_code in {401, 403}
+    assert client.get("/api/orders").status_code == 200
+
+
+def test_it_shows_traders_their_own_orders_and_staff_all(runtime: Runtime, alice: User, ops: User) -> None:
+    bob = User.objects.create_user("bob", password="bob-pass-123")
+    client = Client()
+    mine = post_order(client, bearer(alice), order_payload()).json()
+    theirs = post_order(client, bearer(bob), order_payload()).json()
+    mirror(runtime)
+    alice_ids = [o["order_id"] for o in client.get("/api/orders", **bearer(alice)).json()["orders"]]
+    assert alice_ids == [mine["order_id"]]
+    staff_ids = {o["order_id"] for o in client.get("/api/orders", **bearer(ops)).json()["orders"]}
+    assert staff_ids == {mine["order_id"], theirs["order_id"]}
+    assert client.get(f"/api/orders/{theirs['order_id']}", **bearer(alice)).status_code == 404
+    detail = client.get(f"/api/orders/{mine['order_id']}", **bearer(alice)).json()
+    assert detail["history"][0]["status"] == "ACCEPTED" and detail["fills"] == []
+
+
+def test_it_serves_the_order_with_history_and_fills_after_the_fill(runtime: Runtime, alice: User) -> None:
+    client, auth = Client(), bearer(alice)
+    order_id = post_order(client, auth, order_payload(qty="1.0000")).json()["order_id"]
+    worker = runtime.workers["us-east-1a"]
+    assert worker.poll_once() + runtime.workers["us-east-1b"].poll_once() >= 1
+    detail = client.get(f"/api/orders/{order_id}", **auth).json()
+    assert [h["status"] for h in detail["history"]][0] == "ACCEPTED"
+    assert detail["status"] in {"FILLED", "CANCELLED"}
+    assert sum(float(f["qty"]) for f in detail["fills"]) == pytest.approx(float(detail["filled_qty"]))
+    mirror(runtime)
+    tape = client.get("/api/trades?symbol=BTC-USD", **auth).json()["trades"]
+    assert {t["trade_id"] for t in tape} == {f["trade_id"] for f in detail["fills"]}
+    assert client.get("/api/trades?region=us-east-1", **auth).json()["trades"] == detail["fills"][::-1] or detail["status"] == "CANCELLED"
+    assert client.get("/api/trades?region=mars", **auth).status_code == 400
+
+
+def test_it_accepts_a_cancel_request(runtime: Runtime, alice: User) -> None:
+    client, auth = Client(), bearer(alice)
+    order_id = post_order(client, auth, order_payload()).json()["order_id"]
+    response = client.delete(f"/api/orders/{order_id}", **auth)
+    assert response.status_code == 202 and response.json()["cancel"] == "requested"
+    # The cancel travels behind the order in the same FIFO group: the order ends cancelled.
+    for _ in range(5):
+        runtime.workers["us-east-1a"].poll_once()
+        if runtime.exchange.stores["us-east-1"].orders.get(order_id).status != "ACCEPTED":
+            break
+    assert runtime.exchange.stores["us-east-1"].orders.get(order_id).status == "CANCELLED"
+    assert client.delete(f"/api/orders/{order_id}", **auth).json()["cancel"] == "too_late"
+    assert client.delete("/api/orders/Onope", **auth).status_code == 404
+
+
+def test_it_reports_regions_and_metrics(runtime: Runtime, alice: User) -> None:
+    client, auth = Client(), bearer(alice)
+    post_order(client, auth, order_payload())
+    runtime.sample()
+    regions = client.get("/api/regions", **auth).json()["regions"]
+    assert [r["region"] for r in regions] == ["us-east-1", "eu-west-1"]
+    assert regions[0]["queue_depth"] == 1 and regions[0]["status"] in {"healthy", "degraded"}
+    assert [a["az"] for a in regions[0]["azs"]] == ["us-east-1a", "us-east-1b"]
+    metrics = client.get("/api/metrics", **auth).json()
+    for field in ("time_to_accept_p50_ms", "time_to_accept_p99_ms", "queued_events", "awaiting_fill", "tape_divergence", "replication_lag_ms", "backpressure"):
+        assert field in metrics
+    assert metrics["queued_events"] == 1
+
+
+def test_it_publishes_the_openapi_document(runtime: Runtime) -> None:
+    doc = Client().get("/api/openapi.json").json()
+    assert "/api/orders" in doc["paths"]
+    assert "requestBody" in doc["paths"]["/api/orders"]["post"]

@@ -1,0 +1,198 @@
+"""The Phase 1 order path against a real moto server over HTTP."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from simfill.worker import AzWorker, apply_message
+from tests.conftest import order_payload
+from trading import aws
+from trading.actions import Exchange, IdempotencyConflict, submit_order, sweep_outbox
+from trading.domain import ValidationErrors
+
+REGION = "us-east-1"
+
+
+class RawBody:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+
+def grid(config: Any) -> Any:
+    return lambda symbol: (config.market(symbol).tick, config.market(symbol).lot)
+
+
+def worker_for(exchange: Exchange, az: str = "us-east-1a") -> AzWorker:
+    return AzWorker(exchange.stores[REGION], exchange.queues[REGION], az, grid(exchange.config), wait_s=1)
+
+
+def drain(worker: AzWorker, expected: int) -> int:
+    applied = 0
+    for _ in range(expected + 20):
+        applied += worker.poll_once()
+        if applied >= expected:
+            break
+    return applied
+
+
+def count_orders(exchange: Exchange) -> int:
+    return sum(len(list(exchange.stores[r].orders.scan_all())) for r in exchange.config.regions)
+
+
+def test_it_accepts_an_order_and_fills_it_through_the_queue(exchange: Exchange, published: list[dict[str, Any]]) -> None:
+    order, created = submit_order(exchange, "alice", order_payload(), "key-1")
+    assert created and order.status == "ACCEPTED" and order.seq == 1
+    assert order.accepted_az in exchange.config.azs(REGION)
+    assert drain(worker_for(exchange), 1) == 1
+    stored = exchange.stores[REGION].orders.get(order.order_id)
+    assert stored is not None and stored.status in {"FILLED", "CANCELLED"}
+    trades = exchange.stores[REGION].trades.for_order(order.order_id, REGION)
+    assert sum((t.qty for t in trades), Decimal(0)) == stored.filled_qty <= order.qty
+    kinds = [e["type"] for e in published]
+    assert kinds[0] == "order.accepted"
+    assert kinds[-1] == "order.status" and kinds.count("trade.executed") == len(trades)
+
+
+def test_it_returns_the_original_order_on_replay(exchange: Exchange) -> None:
+    first, created = submit_order(exchange, "alice", order_payload(), "key-1")
+    again, created_again = submit_order(exchange, "alice", order_payload(), "key-1")
+    assert created and not created_again
+    assert again.order_id == first.order_id and again.seq == first.seq
+    assert count_orders(exchange) == 1
+    visible, in_flight = exchange.queues[REGION].depth()
+    assert visible + in_flight == 1
+
+
+def test_it_refuses_a_reused_key_with_another_body(exchange: Exchange) -> None:
+    submit_order(exchange, "alice", order_payload(), "key-1")
+    with pytest.raises(IdempotencyConflict):
+        submit_order(exchange, "alice", order_payload(qty="0.7"), "key-1")
+    assert count_orders(exchange) == 1
+
+
+def test_it_writes_nothing_for_invalid_input(exchange: Exchange) -> None:
+    with pytest.raises(ValidationErrors):
+        submit_order(exchange, "alice", order_payload(qty="-3"), "key-1")
+    assert count_orders(exchange) == 0
+    assert exchange.queues[REGION].depth() == (0, 0)
+
+
+def test_it_allocates_monotonic_sequence_numbers_under_concurrent_submits(exchange: Exchange) -> None:
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def submit_many(thread: int) -> None:
+        try:
+            for n in range(8):
+                order, _ = submit_order(exchange, f"trader-{thread}", order_payload(), f"k-{thread}-{n}")
+                with lock:
+                    seqs.append(order.seq)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=submit_many, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(seqs) == 32 and len(set(seqs)) == 32
+    assert sorted(seqs) == list(range(1, 33))
+    # Each trader's own orders got increasing numbers, in the order it sent them.
+    stored = sorted(exchange.stores[REGION].orders.scan_all(), key=lambda o: o.created_ms)
+    for trader in range(4):
+        mine = [o.seq for o in sorted(stored, key=lambda o: o.idempotency_key) if o.client == f"trader-{trader}"]
+        by_key = sorted((int(o.idempotency_key.rsplit("-", 1)[1]), o.seq) for o in stored if o.client == f"trader-{trader}")
+        assert [s for _, s in by_key] == sorted(s for _, s in by_key), mine
+
+
+def test_it_finishes_a_fill_exactly_once_after_a_crash_between_the_steps(exchange: Exchange) -> None:
+    order, _ = submit_order(exchange, "alice", order_payload(qty="1.0000"), "crash-1")
+    message = exchange.queues[REGION].receive(wait_s=1)[0]
+    stores = exchange.stores[REGION]
+
+    def crash(_: Any) -> None:
+        raise RuntimeError("worker died after writing the trades")
+
+    with pytest.raises(RuntimeError):
+        apply_message(stores, message.body, "us-east-1a", lambda: 1000.0, grid(exchange.config), before_finish=crash)
+    assert stores.orders.get(order.order_id).status == "ACCEPTED"
+    written = stores.trades.for_order(order.order_id, REGION)
+
+    # The message was never deleted: it comes back after the visibility timeout.
+    redelivered = exchange.queues[REGION].receive(wait_s=5)
+    assert [m.body["order_id"] for m in redelivered] == [order.order_id]
+    result = apply_message(stores, redelivered[0].body, "us-east-1b", lambda: 1001.0, grid(exchange.config))
+    final = stores.orders.get(order.order_id)
+    assert final.status in {"FILLED", "CANCELLED"}
+    after = stores.trades.for_order(order.order_id, REGION)
+    assert [t.trade_id for t in after] == [t.trade_id for t in written]  # no second set of trades
+    assert sum((t.qty for t in after), Decimal(0)) == final.filled_qty
+    assert [h.status for h in final.history] == ["ACCEPTED", final.status]
+    assert result.action in {"filled", "cancelled"}
+
+
+def test_it_applies_a_redelivered_message_once(exchange: Exchange, published: list[dict[str, Any]]) -> None:
+    order, _ = submit_order(exchange, "alice", order_payload(), "dup-1")
+    body = exchange.queues[REGION].receive(wait_s=1)[0].body
+    stores = exchange.stores[REGION]
+    first = apply_message(stores, body, "us-east-1a", lambda: 1000.0, grid(exchange.config))
+    second = apply_message(stores, body, "us-east-1b", lambda: 1002.0, grid(exchange.config))
+    assert first.action in {"filled", "cancelled"} and second.action == "skipped"
+    final = stores.orders.get(order.order_id)
+    assert len(final.history) == 2
+    assert final.updated_ms == 1000_000
+
+
+def test_it_resends_an_accepted_order_whose_send_failed(exchange: Exchange) -> None:
+    def fail_sqs_sends(service: str, region: str, operation: str, request: Any) -> Any:
+        if service == "sqs" and operation == "SendMessage":
+            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
+        return None
+
+    aws.register_before_send(fail_sqs_sends)
+    try:
+        order, created = submit_order(exchange, "alice", order_payload(), "outbox-1")
+    finally:
+        aws.unregister_before_send(fail_sqs_sends)
+    assert created  # accepted: the write committed even though the send failed
+    assert exchange.queues[REGION].depth() == (0, 0)
+    assert [o.order_id for o in exchange.stores[REGION].orders.outbox_pending(order.created_ms + 1)] == [order.order_id]
+
+    later = Exchange(config=exchange.config, clock=lambda: order.created_ms / 1000 + 10)
+    assert sweep_outbox(later) == 1
+    assert sweep_outbox(later) == 0  # the flag is cleared once the send is confirmed
+    assert drain(worker_for(exchange), 1) == 1
+    assert exchange.stores[REGION].orders.get(order.order_id).status in {"FILLED", "CANCELLED"}
+
+
+def test_it_gives_the_same_fills_whatever_traffic_interleaves(exchange: Exchange) -> None:
+    def fills_for(prefix: str, noise: int) -> list[tuple[str, str]]:
+        for n in range(noise):
+            submit_order(exchange, "noise", order_payload(), f"{prefix}-noise-{n}")
+        order, _ = submit_order(exchange, "alice", order_payload(qty="2.0000"), "same-key")
+        drain(worker_for(exchange), noise + 1)
+        return [(str(t.qty), str(t.price)) for t in exchange.stores[REGION].trades.for_order(order.order_id, REGION)]
+
+    first = fills_for("a", 0)
+    # A fresh exchange state with other traffic first: the same order fills the same way.
+    from tests.conftest import make_config
+    from trading.provision import bootstrap
+
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(aws.resolve_endpoint() + "/moto-api/reset", method="POST"))
+    from trading.queue import forget_urls
+
+    forget_urls()
+    bootstrap(make_config())
+    assert fills_for("b", 3) == first
