@@ -1,0 +1,96 @@
+"""The WebSocket pusher: real stream records from moto in, the local frame shape out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+from botocore.stub import Stubber
+
+from deploy import ws_events
+from simfill.worker import apply_message
+from tests.conftest import order_payload
+from trading import aws
+from trading.actions import submit_order
+from trading.provision import connections_table_name, ensure_connections_table
+from trading.store import table_names
+
+REGION = "us-east-1"
+
+
+def lambda_stream_event(region: str, table: str) -> dict[str, Any]:
+    """Read the table's stream as Lambda's poller does, and shape it as Lambda's event."""
+    arn = aws.client("dynamodb", region).describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    streams = aws.client("dynamodbstreams", region)
+    records = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        for raw in streams.get_records(ShardIterator=iterator)["Records"]:
+            records.append({**raw, "eventSource": "aws:dynamodb", "eventSourceARN": arn, "awsRegion": region})
+    return {"Records": records}
+
+
+def test_it_turns_table_changes_into_the_local_frames(exchange: Any) -> None:
+    order, _ = submit_order(exchange, "alice", order_payload(), "key-1")
+    stores = exchange.stores[REGION]
+    market = exchange.config.market("BTC-USD")
+    apply_message(stores, {"type": "OrderAccepted", "order_id": order.order_id}, "us-east-1a", lambda: 1_800_000_000.0, lambda s: (market.tick, market.lot))
+    names = table_names(exchange.config.table_prefix)
+
+    frames = [
+        *ws_events.frames_for(ws_events.records_from_event(lambda_stream_event(REGION, names["orders"]))),
+        *ws_events.frames_for(ws_events.records_from_event(lambda_stream_event(REGION, names["trades"]))),
+    ]
+
+    types = [f["type"] for f in frames]
+    assert types[:2] == ["order.accepted", "order.status"]
+    assert set(types[2:]) <= {"trade.executed"}
+    for frame in frames:
+        assert set(frame) == {"type", "region", "ts", "data"}
+        assert frame["region"] == REGION
+        json.dumps(frame)  # plain JSON, Decimals already text
+    assert frames[1]["data"]["status"] in {"FILLED", "CANCELLED"}
+
+
+def test_it_pushes_to_allowed_connections_and_prunes_gone_ones(aws_resources: Any) -> None:
+    ensure_connections_table(REGION, aws_resources.table_prefix)
+    store = ws_events.ConnectionStore(REGION, connections_table_name(aws_resources.table_prefix))
+    alice = ws_events.Connection("alice-1", "https://abc.execute-api.us-east-1.amazonaws.com/ws", "alice", False)
+    bob_gone = ws_events.Connection("bob-1", "https://abc.execute-api.us-east-1.amazonaws.com/ws", "bob", False)
+    for connection in (alice, bob_gone):
+        store.put(connection, now_s=1_800_000_000)
+    private = {"type": "order.status", "region": REGION, "ts": 1, "data": {"client": "alice", "order_id": "o1"}}
+    public = {"type": "trade.executed", "region": REGION, "ts": 2, "data": {"trade_id": "t1"}}
+
+    client = boto3.session.Session().client(
+        "apigatewaymanagementapi", endpoint_url=alice.endpoint, region_name=REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    stubber = Stubber(client)
+    expected: dict[str, list[dict[str, Any]]] = {"alice-1": [private, public], "bob-1": [public]}
+    for connection in store.all():  # the pusher walks connections in the store's order
+        frames = expected[connection.connection_id]
+        if connection.connection_id == "bob-1":
+            stubber.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410,
+                                     expected_params={"ConnectionId": "bob-1", "Data": json.dumps(public, separators=(",", ":")).encode()})
+            continue
+        for frame in frames:
+            stubber.add_response("post_to_connection", {}, {"ConnectionId": "alice-1", "Data": json.dumps(frame, separators=(",", ":")).encode()})
+
+    with stubber:
+        result = ws_events.push([private, public], store, lambda endpoint: client)
+
+    stubber.assert_no_pending_responses()
+    assert result == {"sent": 2, "pruned": 1}
+    assert [c.connection_id for c in store.all()] == ["alice-1"]
+
+
+def test_it_registers_the_websocket_routes_zappa_requires() -> None:
+    websocket = ws_events.websocket
+    websocket.validate_registry()
+    assert websocket.get_handler("$connect") is ws_events.on_connect
+    assert websocket.get_handler("$disconnect") is ws_events.on_disconnect
+    assert websocket.get_handler("$default") is ws_events.on_message
+    assert ws_events.bearer_token({"headers": {"Authorization": "Bearer abc"}}) == "abc"
+    assert ws_events.bearer_token({"queryStringParameters": {"token": "xyz"}}) == "xyz"
