@@ -45,6 +45,9 @@ from decimal import Decimal
 from typing import Any
 
 FINAL = ("FILLED", "CANCELLED")
+# A copy whose region's table was overwritten (last writer wins) by another region's
+# final copy before its fill worker reached it: it never fills, and never stands.
+SUPERSEDED = "SUPERSEDED"
 ZERO = Decimal("0")
 UNKNOWN_RANK = 2**62
 
@@ -85,7 +88,7 @@ class Acceptance:
 
     @property
     def is_final(self) -> bool:
-        return self.status in FINAL
+        return self.status in FINAL or self.status == SUPERSEDED
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,8 @@ class Decisions:
 
 
 def _id(prefix: str, *parts: str) -> str:
-    h = hashlib.sha256("\x1f".join((prefix, *parts)).encode("utf-8")).hexdigest()
-    return f"{prefix}-{h[:20]}"
+    h = hashlib.blake2b("\x1f".join((prefix, *parts)).encode("utf-8"), digest_size=10).hexdigest()
+    return f"{prefix}-{h}"
 
 
 def conflict_id(kind: str, order_id: str) -> str:
@@ -224,8 +227,9 @@ class _Order:
     def settled(self) -> bool:
         if not self.copies or not all(c.is_final for c in self.copies.values()):
             return False
-        for region, fills in self.fills.items():
+        for region in set(self.fills) | set(self.copies):
             copy = self.copies.get(region)
+            fills = self.fills.get(region, ())
             if copy is None or sum((f.qty for f in fills), ZERO) != copy.filled_qty:
                 return False
         return True
@@ -233,9 +237,11 @@ class _Order:
     def ranked_regions(self) -> list[str]:
         regions = set(self.copies) | set(self.fills)
 
-        def key(region: str) -> tuple[int, int, str]:
+        def key(region: str) -> tuple[int, int, int, str]:
             copy = self.copies.get(region)
-            return copy.rank if copy else (UNKNOWN_RANK, UNKNOWN_RANK, region)
+            if copy is None:
+                return (2, UNKNOWN_RANK, UNKNOWN_RANK, region)
+            return (1 if copy.status == SUPERSEDED else 0, *copy.rank)
 
         return sorted(regions, key=key)
 
@@ -321,7 +327,7 @@ def _decide_divergent(order: _Order, out: _Builder) -> tuple[str, list[Fill]]:
         return standing, standing_fills
     others = ranked[1:]
     reversed_fills = [f for region in others for f in order.fills.get(region, [])]
-    outcomes = {(c.status, c.filled_qty) for c in order.copies.values()}
+    outcomes = {(c.status, c.filled_qty) for c in order.copies.values() if c.status != SUPERSEDED}
     if not reversed_fills and len(outcomes) <= 1:
         return standing, standing_fills  # the copies agree: nothing diverged
     cancelled = any(c.cancel_requested and c.status == "CANCELLED" for c in order.copies.values())
@@ -590,10 +596,19 @@ def adjustment_to_item(a: Adjustment) -> dict[str, Any]:
 
 
 def decision_items(decisions: Decisions) -> list[dict[str, Any]]:
-    """Records in write order: each conflict, then its compensations, then adjustments."""
-    items = [conflict_to_item(c) for c in decisions.conflicts]
-    items += [compensation_to_item(c) for c in decisions.compensations]
-    items += [adjustment_to_item(a) for a in decisions.adjustments]
+    """Records in write order: each conflict, then its compensations and their adjustments."""
+    comps: dict[str, list[Compensation]] = defaultdict(list)
+    for comp in decisions.compensations:
+        comps[comp.conflict_id].append(comp)
+    adjs: dict[str, list[Adjustment]] = defaultdict(list)
+    for adj in decisions.adjustments:
+        adjs[adj.compensation_id].append(adj)
+    items = []
+    for conflict in decisions.conflicts:
+        items.append(conflict_to_item(conflict))
+        for comp in comps.get(conflict.conflict_id, []):
+            items.append(compensation_to_item(comp))
+            items.extend(adjustment_to_item(a) for a in adjs.get(comp.compensation_id, []))
     return items
 
 

@@ -1,0 +1,278 @@
+"""The replicator: DynamoDB Global Tables behaviour between the configured regions.
+
+Each region's Orders, Trades and Reconcile Streams are applied to every other
+region's tables, asynchronously, one ordered backlog per (source, destination) pair:
+- last writer wins on the item (reconcile_panel.replication decides);
+- a replica write is marked (`writerRegion`, `replicaStamp`) and its own stream record
+  is never sent on, so nothing is replicated back and forth forever;
+- applying an item already present with the same version is a no-op;
+- a pair is paused while `partitioned(src, dst)` (the fault plane) or `pause()` says
+  so: its backlog keeps growing, in stream order, and drains in that order on heal;
+- `lag_ms(src, dst)`: while a backlog waits, the age of its oldest record; otherwise
+  the lag of the last record applied (AWS's ReplicationLatency).
+
+The backlog lives in memory: a restarted replicator re-reads the streams from their
+start and re-applies them, which is a no-op for everything already there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from reconcile_panel.replication import as_replica, is_replica, lww_decision, version_ms
+from reconcile_panel.store import ItemTable, replicated_tables
+from trading.config import ExchangeConfig
+from trading.streams import ChangeRecord, StreamTailer
+
+log = logging.getLogger(__name__)
+
+Partitioned = Callable[[str, str], bool]
+Listener = Callable[[ChangeRecord], None]
+
+
+def never_partitioned(a: str, b: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Pending:
+    role: str
+    item: dict[str, Any]
+    writer: str
+    written_ms: int
+
+
+@dataclass
+class PairStats:
+    applied: int = 0
+    skipped: int = 0
+    last_lag_ms: float = 0.0
+    errors: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class Replicator:
+    config: ExchangeConfig
+    partitioned: Partitioned = never_partitioned
+    clock: Callable[[], float] = time.time
+    poll_interval_s: float = 0.2
+    listeners: list[Listener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tables = replicated_tables(self.config.table_prefix)
+        self.regions = tuple(self.config.regions)
+        self.pairs = tuple((a, b) for a in self.regions for b in self.regions if a != b)
+        self.backlog: dict[tuple[str, str], deque[Pending]] = {pair: deque() for pair in self.pairs}
+        self.stats: dict[tuple[str, str], PairStats] = {pair: PairStats() for pair in self.pairs}
+        self._paused: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()  # the backlogs and stats
+        self._pump_lock = threading.Lock()  # one round at a time (the thread or a drain())
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.replica_records_skipped = 0
+        self.tailers = [
+            StreamTailer(region, name, self._handler(region, role))
+            for region in self.regions
+            for role, name in self.tables.items()
+        ]
+
+    # --- partitions ---------------------------------------------------------------
+
+    def pause(self, a: str, b: str) -> None:
+        """Stop replication between a and b, both ways (the local partition flag)."""
+        with self._lock:
+            self._paused.update({(a, b), (b, a)})
+
+    def resume(self, a: str, b: str) -> None:
+        with self._lock:
+            self._paused.difference_update({(a, b), (b, a)})
+
+    @contextlib.contextmanager
+    def paused(self, a: str, b: str) -> Iterator[None]:
+        self.pause(a, b)
+        try:
+            yield
+        finally:
+            self.resume(a, b)
+
+    def is_cut(self, src: str, dst: str) -> bool:
+        if (src, dst) in self._paused:
+            return True
+        try:
+            return bool(self.partitioned(src, dst))
+        except Exception:  # a broken predicate must not stop replication for good
+            log.exception("partition predicate failed for %s -> %s", src, dst)
+            return False
+
+    def any_cut(self) -> bool:
+        return any(self.is_cut(a, b) for a, b in self.pairs)
+
+    # --- metrics ------------------------------------------------------------------
+
+    def lag_ms(self, src: str, dst: str) -> float:
+        """Replication lag of the pair in milliseconds (0.0 for an unknown pair)."""
+        with self._lock:
+            queue = self.backlog.get((src, dst))
+            if queue is None:
+                return 0.0
+            if queue:
+                return max(0.0, self.clock() * 1000 - queue[0].written_ms)
+            return self.stats[(src, dst)].last_lag_ms
+
+    def backlog_size(self, src: str, dst: str) -> int:
+        return len(self.backlog.get((src, dst), ()))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per pair: lag, backlog, paused, applied and skipped counts (for /api/regions, metrics)."""
+        out = []
+        for src, dst in self.pairs:
+            stats = self.stats[(src, dst)]
+            out.append(
+                {
+                    "source": src,
+                    "destination": dst,
+                    "lag_ms": round(self.lag_ms(src, dst), 1),
+                    "backlog": self.backlog_size(src, dst),
+                    "paused": self.is_cut(src, dst),
+                    "applied": stats.applied,
+                    "skipped": stats.skipped,
+                    "errors": stats.errors,
+                }
+            )
+        return out
+
+    # --- reading the streams --------------------------------------------------------
+
+    def _handler(self, region: str, role: str) -> Callable[[list[ChangeRecord]], None]:
+        def handle(records: list[ChangeRecord]) -> None:
+            self._on_records(region, role, records)
+
+        return handle
+
+    def _on_records(self, region: str, role: str, records: list[ChangeRecord]) -> None:
+        now_ms = int(self.clock() * 1000)
+        with self._lock:
+            for record in records:
+                image = record.new_image
+                if image is None or "pk" not in image:
+                    continue  # nothing in the exchange deletes; a REMOVE is not replicated
+                if is_replica(image):
+                    self.replica_records_skipped += 1
+                    continue
+                written = version_ms(image) if role in {"orders", "trades"} else 0
+                written = min(written, now_ms) if written else now_ms
+                for dst in self.regions:
+                    if dst != region:
+                        self.backlog[(region, dst)].append(Pending(role, image, region, written))
+                for listener in list(self.listeners):
+                    listener(record)
+
+    # --- applying -----------------------------------------------------------------
+
+    def apply(self, dst: str, pending: Pending) -> str:
+        """Apply one source record to `dst`: "applied" or "skipped". Raises on AWS errors."""
+        table = ItemTable(dst, self.tables[pending.role])
+        pk = str(pending.item["pk"])
+        for _ in range(8):
+            existing = table.get(pk)
+            if lww_decision(existing, pending.item, dst, pending.writer) == "skip":
+                return "skipped"
+            if table.put_over(as_replica(pending.item, pending.writer), existing):
+                return "applied"
+        raise RuntimeError(f"replica write of {pk} to {dst} kept losing to local writes")
+
+    def deliver(self) -> int:
+        """Apply what every open pair has waiting, in order. Returns how many records."""
+        done = 0
+        for pair in self.pairs:
+            src, dst = pair
+            while True:
+                with self._lock:
+                    queue = self.backlog[pair]
+                    if not queue or self.is_cut(src, dst):
+                        break
+                    pending = queue[0]
+                try:
+                    outcome = self.apply(dst, pending)
+                except (BotoCoreError, ClientError, RuntimeError) as error:
+                    stats = self.stats[pair]
+                    stats.errors += 1
+                    stats.last_error = str(error)[:200]
+                    log.warning("replication %s -> %s: %s", src, dst, stats.last_error)
+                    break  # keep the order: retry this record on the next round
+                with self._lock:
+                    if queue and queue[0] is pending:
+                        queue.popleft()
+                    stats = self.stats[pair]
+                    if outcome == "applied":
+                        stats.applied += 1
+                    else:
+                        stats.skipped += 1
+                    stats.last_lag_ms = max(0.0, self.clock() * 1000 - pending.written_ms)
+                done += 1
+        return done
+
+    def pump(self) -> int:
+        """One round: read every stream, then deliver. Returns records read plus applied."""
+        with self._pump_lock:
+            read = sum(tailer.poll_once() for tailer in self.tailers)
+            return read + self.deliver()
+
+    def deliverable(self) -> int:
+        return sum(len(q) for (src, dst), q in self.backlog.items() if not self.is_cut(src, dst))
+
+    def drain(self, timeout_s: float = 60.0) -> int:
+        """Pump until the streams are read and every open pair's backlog is empty.
+
+        Paused pairs keep their backlog. Returns how many records were handled.
+        """
+        deadline = time.monotonic() + timeout_s
+        total = 0
+        while True:
+            n = self.pump()
+            total += n
+            if n == 0 and self.deliverable() == 0:
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replication did not drain within {timeout_s}s")
+
+    # --- running ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.stop_event.clear()
+        self.thread = threading.Thread(target=self.run, name="replicator", daemon=True)
+        self.thread.start()
+
+    def stop(self, join_timeout_s: float = 5.0) -> None:
+        self.stop_event.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(join_timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive() and not self.stop_event.is_set()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                n = self.pump()
+            except (BotoCoreError, ClientError) as error:
+                log.debug("replicator: %s", error)
+                n = 0
+                self.stop_event.wait(0.5)
+            except Exception:
+                log.exception("replicator round failed; retrying")
+                n = 0
+                self.stop_event.wait(0.5)
+            if n == 0:
+                self.stop_event.wait(self.poll_interval_s)

@@ -1,0 +1,125 @@
+"""The DynamoDB adapter for replication and reconciliation. Django-free.
+
+- `ItemTable`: raw items of any of the replicated tables, for the replicator (read the
+  current item, put a replica conditional on what was read);
+- `ReconcileStore`: the reconcile table's records (conflicts, compensations, P&L
+  adjustments), written once under deterministic ids;
+- `load_history(config)`: every region's tables, for check_history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from reconcile_panel.history import History
+from reconcile_panel.limits import position_limits
+from reconcile_panel.provision import reconcile_table_name
+from reconcile_panel.replication import version_attribute
+from trading import aws
+from trading.config import ExchangeConfig
+from trading.store import from_attrs, is_conditional_failure, table_names, to_attrs
+
+
+def replicated_tables(prefix: str) -> dict[str, str]:
+    """role -> table name, for the tables replicated between the regions."""
+    names = table_names(prefix)
+    return {"orders": names["orders"], "trades": names["trades"], "reconcile": reconcile_table_name(prefix)}
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    region: str
+    table: str
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.region)
+
+    def get(self, pk: str) -> dict[str, Any] | None:
+        response = self._ddb.get_item(TableName=self.table, Key=to_attrs({"pk": pk}), ConsistentRead=True)
+        attrs = response.get("Item")
+        return from_attrs(attrs) if attrs else None
+
+    def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None) -> bool:
+        """Put `item`, conditional on the table still holding `existing` (as far as its
+        version goes). False if a write came in between: read again and decide again."""
+        kwargs: dict[str, Any] = {"TableName": self.table, "Item": to_attrs(item)}
+        if existing is None:
+            kwargs["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            name = version_attribute(existing)
+            if name is None:
+                kwargs["ConditionExpression"] = "attribute_exists(pk)"
+            else:
+                kwargs["ConditionExpression"] = "#v = :v"
+                kwargs["ExpressionAttributeNames"] = {"#v": name}
+                kwargs["ExpressionAttributeValues"] = to_attrs({":v": existing[name]})
+        try:
+            self._ddb.put_item(**kwargs)
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def scan_items(self) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            page = self._ddb.scan(**kwargs)
+            for attrs in page.get("Items", []):
+                yield from_attrs(attrs)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@dataclass(frozen=True)
+class ReconcileStore:
+    region: str
+    table: str
+
+    @classmethod
+    def for_region(cls, region: str, prefix: str) -> ReconcileStore:
+        return cls(region, reconcile_table_name(prefix))
+
+    @property
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.region)
+
+    def put_once(self, item: dict[str, Any]) -> bool:
+        """Write a decision record under its deterministic id; False if it is already there."""
+        try:
+            self._ddb.put_item(TableName=self.table, Item=to_attrs(item), ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def scan_all(self, record_type: str | None = None) -> Iterator[dict[str, Any]]:
+        for item in ItemTable(self.region, self.table).scan_items():
+            if record_type is None or item.get("recordType") == record_type:
+                yield item
+
+
+def load_tables(config: ExchangeConfig) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    tables: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for region in config.regions:
+        tables[region] = {}
+        for role, name in replicated_tables(config.table_prefix).items():
+            tables[region][role] = {str(item["pk"]): item for item in ItemTable(region, name).scan_items()}
+    return tables
+
+
+def load_history(config: ExchangeConfig) -> History:
+    """Everything every region recorded, for `reconcile_panel.history.check`."""
+    return History(
+        regions=tuple(config.regions),
+        tables=load_tables(config),
+        reference_prices={m.symbol: m.reference_price for m in config.markets},
+        limits=position_limits(config),
+    )

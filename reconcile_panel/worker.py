@@ -1,0 +1,242 @@
+"""The reconcile worker: the adapter around the pure reconciler.
+
+It consumes every region's Orders and Trades Streams (the original writes only, never
+a replica), so it holds each region's own copy of every order even where last-writer-
+wins later overwrote it, and every region's fills. After a partition heals (no pair
+cut), it asks `reconciler.reconcile` about the orders that changed and writes each
+decision it has not written yet to the reconcile table of its home region with a
+conditional put on the record's deterministic id (the replicator carries the table to
+the other regions). Events are published after each successful put; a replay writes
+and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from reconcile_panel import events as reconcile_events
+from reconcile_panel.limits import position_limits
+from reconcile_panel.reconciler import (
+    FINAL,
+    SUPERSEDED,
+    Acceptance,
+    Decisions,
+    Fill,
+    Ledger,
+    acceptance_from_order_item,
+    decision_items,
+    fill_from_trade_item,
+    reconcile,
+    unsettled_orders,
+)
+from reconcile_panel.replication import is_replica
+from reconcile_panel.store import ReconcileStore
+from trading.config import ExchangeConfig
+from trading.store import table_names
+from trading.streams import ChangeRecord, StreamTailer
+
+log = logging.getLogger(__name__)
+
+Partitioned = Callable[[str, str], bool]
+
+
+def never_partitioned(a: str, b: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    held: bool  # a partition is active: decisions wait for the heal
+    conflicts: int = 0
+    compensations: int = 0
+    adjustments: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.conflicts + self.compensations + self.adjustments
+
+
+class ReconcileWorker:
+    def __init__(
+        self,
+        config: ExchangeConfig,
+        partitioned: Partitioned = never_partitioned,
+        home_region: str | None = None,
+        limits: dict[str, Decimal] | None = None,
+        tail: bool = True,
+        poll_interval_s: float = 0.25,
+    ):
+        self.config = config
+        self.partitioned = partitioned
+        self.home_region = home_region or config.regions[0]
+        self.limits = position_limits(config) if limits is None else dict(limits)
+        self.reference_prices = {m.symbol: m.reference_price for m in config.markets}
+        self.store = ReconcileStore.for_region(self.home_region, config.table_prefix)
+        self.poll_interval_s = poll_interval_s
+        self.copies: dict[tuple[str, str], Acceptance] = {}
+        self.fills: dict[str, Fill] = {}
+        self._fills_by_order: dict[str, set[str]] = defaultdict(set)
+        self._regions_by_order: dict[str, set[str]] = defaultdict(set)
+        self._orders_by_account: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._touched: set[str] = set()
+        self._written: set[str] = set()
+        self._loaded_written = False
+        self._lock = threading.RLock()
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.last_error = ""
+        names = table_names(config.table_prefix)
+        self.tailers = (
+            [StreamTailer(region, names[role], self.ingest_batch) for region in config.regions for role in ("orders", "trades")]
+            if tail
+            else []
+        )
+
+    # --- history ------------------------------------------------------------------
+
+    def ingest_batch(self, records: list[ChangeRecord]) -> None:
+        for record in records:
+            self.ingest(record)
+
+    def ingest(self, record: ChangeRecord) -> None:
+        """Take one stream record into the merged history (replicas are ignored)."""
+        image = record.new_image
+        if image is None:
+            return
+        pk = str(image.get("pk", ""))
+        with self._lock:
+            if pk.startswith("ORDER#"):
+                if is_replica(image):
+                    self._superseded_by(image, record.region)
+                    return
+                # The writer's region names the copy: that is where its fills happen.
+                acc = acceptance_from_order_item(image, region=record.region)
+                key = (acc.order_id, acc.region)
+                known = self.copies.get(key)
+                if known is not None:
+                    if known.updated_ms > acc.updated_ms:
+                        return
+                    # When and where in the sequence it was accepted is the copy's first write.
+                    acc = replace(acc, accept_ms=known.accept_ms, seq=known.seq)
+                self.copies[key] = acc
+                self._regions_by_order[acc.order_id].add(acc.region)
+                self._orders_by_account[(acc.client, acc.symbol)].add(acc.order_id)
+                self._touched.add(acc.order_id)
+            elif pk.startswith("TRADE#") and not is_replica(image):
+                fill = fill_from_trade_item(image)
+                self.fills[fill.trade_id] = fill
+                self._fills_by_order[fill.order_id].add(fill.trade_id)
+                self._orders_by_account[(fill.client, fill.symbol)].add(fill.order_id)
+                self._touched.add(fill.order_id)
+
+    def _superseded_by(self, image: dict, region: str) -> None:
+        """Another region's final copy overwrote this region's open one: it will never fill."""
+        if str(image.get("status")) not in FINAL:
+            return
+        key = (str(image["orderId"]), region)
+        known = self.copies.get(key)
+        if known is not None and not known.is_final:
+            self.copies[key] = replace(known, status=SUPERSEDED, updated_ms=max(known.updated_ms, int(image.get("updatedAt", 0))))
+            self._touched.add(known.order_id)
+
+    def ledger(self, order_ids: set[str] | None = None) -> Ledger:
+        """The merged history (of `order_ids` only, if given)."""
+        with self._lock:
+            if order_ids is None:
+                copies = list(self.copies.values())
+                fills = list(self.fills.values())
+            else:
+                copies = [self.copies[(o, r)] for o in order_ids for r in self._regions_by_order.get(o, ())]
+                fills = [self.fills[t] for o in order_ids for t in self._fills_by_order.get(o, ())]
+        return Ledger(tuple(copies), tuple(fills), self.reference_prices, self.limits)
+
+    def _scope(self, touched: set[str]) -> set[str]:
+        """The touched orders and, where limits apply, every order of their accounts."""
+        scope = set(touched)
+        if self.limits:
+            for order_id in touched:
+                for region in self._regions_by_order.get(order_id, ()):
+                    acc = self.copies[(order_id, region)]
+                    scope |= self._orders_by_account.get((acc.client, acc.symbol), set())
+        return scope
+
+    def held(self) -> bool:
+        regions = self.config.regions
+        return any(self.partitioned(a, b) for a in regions for b in regions if a != b)
+
+    # --- deciding -----------------------------------------------------------------
+
+    def poll(self) -> int:
+        return sum(tailer.drain() for tailer in self.tailers)
+
+    def decide(self) -> Decisions:
+        """The decisions for what changed since the last run (pure; writes nothing)."""
+        with self._lock:
+            scope = self._scope(self._touched)
+        return reconcile(self.ledger(scope))
+
+    def run_once(self) -> RunResult:
+        """Read the streams; unless a partition is active, write and publish new decisions."""
+        self.poll()
+        if self.held():
+            return RunResult(held=True)
+        if not self._loaded_written:
+            self._written.update(str(item["pk"]) for item in self.store.scan_all())
+            self._loaded_written = True
+        with self._lock:
+            touched = set(self._touched)
+            scope = self._scope(touched)
+        decisions = reconcile(self.ledger(scope))
+        counts = {"CONFLICT": 0, "COMPENSATION": 0, "ADJUSTMENT": 0}
+        conflict_regions = {c.conflict_id: list(c.regions) for c in decisions.conflicts}
+        for item in decision_items(decisions):
+            pk = str(item["pk"])
+            if pk in self._written:
+                continue
+            if self.store.put_once(item):
+                counts[item["recordType"]] += 1
+                reconcile_events.publish_record(item, self.home_region, conflict_regions.get(str(item.get("conflictId"))))
+            self._written.add(pk)
+        settled = self._settled(touched)
+        with self._lock:
+            self._touched -= settled
+        return RunResult(False, counts["CONFLICT"], counts["COMPENSATION"], counts["ADJUSTMENT"])
+
+    def _settled(self, order_ids: set[str]) -> set[str]:
+        still = set(unsettled_orders(self.ledger(order_ids)))
+        return order_ids - still
+
+    # --- running ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.stop_event.clear()
+        self.thread = threading.Thread(target=self.run, name="reconcile-worker", daemon=True)
+        self.thread.start()
+
+    def stop(self, join_timeout_s: float = 5.0) -> None:
+        self.stop_event.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(join_timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive() and not self.stop_event.is_set()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+            except (BotoCoreError, ClientError) as error:
+                self.last_error = str(error)[:200]
+                log.warning("reconcile worker: %s", self.last_error)
+            except Exception:
+                log.exception("reconcile worker round failed; retrying")
+            self.stop_event.wait(self.poll_interval_s)
