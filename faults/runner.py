@@ -159,7 +159,7 @@ class ExperimentRunner:
             ]
             self._trim()
             snapshot = self._snapshot(experiment)
-        self.publish(events.EXPERIMENT_STATE, plan.region, {**snapshot, "changes": []})
+        self._publish(experiment, snapshot, [])
         self._wake.set()
         return snapshot
 
