@@ -28,20 +28,54 @@
     htmx.ajax("GET", root.getAttribute("data-snapshot-url"), { swap: "none", source: root }).then(refreshEmpty);
   }
 
-  // A pushed row whose id is not on the page yet: insert it at the top of its table.
-  document.addEventListener("htmx:oobErrorNoTarget", function (evt) {
-    var content = evt.detail && evt.detail.content;
-    if (!content || !content.getAttribute) return;
-    var into = content.getAttribute("data-upsert-into");
+  // Insert a fragment whose id is not on the page yet at the top of its container.
+  function insertNew(content) {
+    var into = content.getAttribute && content.getAttribute("data-upsert-into");
     var container = into && document.querySelector(into);
-    if (!container) return;
+    if (!container) return false;
     container.insertBefore(content, container.firstElementChild);
     if (window.htmx) htmx.process(content);
     trim(container);
-    refreshEmpty();
+    return true;
+  }
+
+  // Replace the element with the fragment's id, or insert the fragment as new.
+  function upsert(el) {
+    el.removeAttribute("hx-swap-oob");
+    var existing = el.id && document.getElementById(el.id);
+    if (existing) {
+      var newer = parseInt(el.getAttribute("data-updated") || "0", 10);
+      var shown = parseInt(existing.getAttribute("data-updated") || "0", 10);
+      if (newer && shown && newer < shown) return; // never step back to an older state
+      existing.replaceWith(el);
+      if (window.htmx) htmx.process(el);
+    } else {
+      insertNew(el);
+    }
+  }
+
+  // Socket frames carry table rows inside <template> (a <tr> cannot stand alone in
+  // HTML); the ws extension swaps only top-level elements, so frames are applied here.
+  document.addEventListener("htmx:wsBeforeMessage", function (evt) {
+    evt.preventDefault();
+    var holder = document.createElement("template");
+    holder.innerHTML = evt.detail.message;
+    var elts = [];
+    Array.prototype.forEach.call(holder.content.children, function (child) {
+      if (child.tagName === "TEMPLATE") Array.prototype.push.apply(elts, child.content.children);
+      else elts.push(child);
+    });
+    elts.slice().forEach(upsert);
+    afterFrame();
   });
 
-  document.addEventListener("htmx:wsAfterMessage", function () {
+  // An HTTP response's out-of-band row with no target yet (the order form's new order).
+  document.addEventListener("htmx:oobErrorNoTarget", function (evt) {
+    var content = evt.detail && evt.detail.content;
+    if (content && insertNew(content)) refreshEmpty();
+  });
+
+  function afterFrame() {
     var marker = document.getElementById("live-seq");
     if (!marker) return;
     var seq = parseInt(marker.getAttribute("data-seq") || "0", 10);
@@ -51,7 +85,7 @@
     if (gap || overflow) resync(gap ? "gap" : "overflow");
     document.querySelectorAll("tbody[data-limit]").forEach(trim);
     refreshEmpty();
-  });
+  }
 
   document.addEventListener("htmx:wsOpen", function () {
     var banner = document.getElementById("banner-disconnected");

@@ -1,0 +1,153 @@
+"""The live sockets over the real Redis channel layer: auth, origin, visibility, coalescing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from exchange_ui.push import ChannelLayerSink
+from trading import events
+from trading.models import ApiToken
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_layer() -> Iterator[None]:
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.exceptions.ConnectionError as error:  # .ci/run starts Redis; a dev box may not have it
+        pytest.fail(f"the real Redis on 127.0.0.1:6379 is required: {error}")
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        channel_layers.backends.clear()
+        yield
+    channel_layers.backends.clear()
+
+
+def token_for(username: str, staff: bool = False) -> str:
+    return ApiToken.issue(User.objects.create_user(username, password="pw-" + username + "-123", is_staff=staff))
+
+
+def connect(path: str, token: str | None, origin: str = "http://127.0.0.1:8000") -> WebsocketCommunicator:
+    from exchange_ui.asgi import application
+
+    headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+def order_event(client: str, order_id: str = "O1", status: str = "ACCEPTED") -> dict[str, Any]:
+    return {
+        "order_id": order_id, "client": client, "symbol": "BTC-USD", "side": "BUY", "qty": "0.5000",
+        "price": "50000.00", "status": status, "filled_qty": "0", "region": "us-east-1",
+        "accepted_az": "us-east-1a", "seq": 1, "idempotency_key": "k", "created_ms": 1, "updated_ms": 1 if status == "ACCEPTED" else 2, "note": "",
+    }
+
+
+async def publish_from_worker_thread(*batch: tuple[str, dict[str, Any]]) -> None:
+    """Publish as a SimFill worker thread does: through trading.events and the layer sink."""
+    sink = ChannelLayerSink()
+
+    def run() -> None:
+        events.add_sink(sink)
+        try:
+            for kind, data in batch:
+                events.publish(kind, "us-east-1", data)
+        finally:
+            events.remove_sink(sink)
+
+    await asyncio.to_thread(run)
+
+
+def test_it_pushes_json_frames_to_the_events_socket(redis_layer: None) -> None:
+    token = token_for("alice")
+
+    async def scenario() -> None:
+        socket = connect("/ws/events/", token)
+        connected, _ = await socket.connect()
+        assert connected
+        await asyncio.sleep(0.2)  # the pub/sub subscription is live once the group is joined
+        await publish_from_worker_thread(
+            (events.ORDER_ACCEPTED, order_event("alice")),
+            (events.ORDER_ACCEPTED, order_event("bob", "O2")),
+            (events.TRADE_EXECUTED, {"trade_id": "T1", "symbol": "BTC-USD", "qty": "0.5", "price": "50000"}),
+        )
+        frames = [json.loads(await socket.receive_from(timeout=5)) for _ in range(2)]
+        assert [f["type"] for f in frames] == ["order.accepted", "trade.executed"]
+        assert frames[0]["data"]["order_id"] == "O1"  # bob's order is not alice's to see
+        assert set(frames[0]) >= {"type", "region", "ts", "data", "seq"}
+        assert frames[1]["seq"] == frames[0]["seq"] + 1
+        assert await socket.receive_nothing(timeout=0.3)
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_it_coalesces_a_burst_into_one_dashboard_frame(redis_layer: None) -> None:
+    token = token_for("ops", staff=True)
+
+    async def scenario() -> None:
+        socket = connect("/ws/dashboard/", token)
+        assert (await socket.connect())[0]
+        await asyncio.sleep(0.2)
+        burst = [(events.ORDER_ACCEPTED, order_event("alice", f"O{n}")) for n in range(30)]
+        burst.append((events.ORDER_STATUS, order_event("alice", "O0", status="FILLED")))
+        await publish_from_worker_thread(*burst)
+        html = ""
+        # Everything arrives in a few frames, not 31: the burst is coalesced per client.
+        frames = 0
+        while html.count('id="order-') < 30:
+            html += await socket.receive_from(timeout=5)
+            frames += 1
+        assert frames <= 5
+        assert 'id="live-seq"' in html and 'hx-swap-oob' in html
+        assert "Awaiting simulated fill" in html and "Filled" in html
+        # At most one state of O0 per frame, and the newest one last.
+        assert html.count('id="order-O0"') <= frames
+        assert "badge-filled" in html.rsplit('id="order-O0"', 1)[1].split("</tr>", 1)[0]
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_it_refuses_unauthenticated_sockets(redis_layer: None) -> None:
+    async def scenario() -> None:
+        socket = connect("/ws/events/", None)
+        connected, code = await socket.connect()
+        assert not connected or code == 4401
+        bad = connect("/ws/events/", "nope")
+        connected, _ = await bad.connect()
+        assert not connected
+
+    async_to_sync(scenario)()
+
+
+def test_it_refuses_a_foreign_origin(redis_layer: None) -> None:
+    token = token_for("alice")
+
+    async def scenario() -> None:
+        socket = connect("/ws/dashboard/", token, origin="https://evil.example")
+        connected, _ = await socket.connect()
+        assert not connected
+
+    async_to_sync(scenario)()
