@@ -177,6 +177,14 @@ def _check_overfill(
     for item in records.values():
         if item.get("recordType") == RECORD_COMPENSATION:
             reversed_qty[str(item["tradeId"])] += Decimal(item["reversedQty"])
+    # Where copies diverged, the standing copy's quantity is the bound (a retry may
+    # have carried another body that the other region could not compare).
+    standing_qty: dict[str, Decimal] = {}
+    for item in records.values():
+        if item.get("recordType") == RECORD_CONFLICT:
+            for acc in item.get("acceptances", []):
+                if acc.get("region") == item.get("standingRegion"):
+                    standing_qty[str(item["orderId"])] = Decimal(acc["qty"])
     for order_id, order_trades in sorted(trades_by_order.items()):
         order = orders.get(f"ORDER#{order_id}")
         for trade in order_trades:
@@ -191,7 +199,7 @@ def _check_overfill(
             report.add("no_overfill", f"trades name order {order_id}, which no region holds", witnesses(order_id))
             continue
         net = sum((Decimal(t["qty"]) - reversed_qty.get(str(t["tradeId"]), ZERO) for t in order_trades), ZERO)
-        if net > Decimal(order["qty"]):
+        if net > standing_qty.get(order_id, Decimal(order["qty"])):
             report.add(
                 "no_overfill",
                 f"order {order_id} of {order['qty']} is filled {format(net, 'f')} net of compensations",
