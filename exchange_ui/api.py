@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from faults.api import router as faults_router
 from trading.api import router as trading_router
 from trading.auth import API_AUTH
 
@@ -50,3 +51,4 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 api.add_router("/", trading_router)
+api.add_router("/experiments", faults_router)

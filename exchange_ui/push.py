@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "exchange-events"
+_loop_sinks: list[ChannelLayerSink] = []
 
 
 class ChannelLayerSink:
@@ -25,6 +26,8 @@ class ChannelLayerSink:
         self.loop = loop
         self.layer = get_channel_layer()
         self._loop_thread = threading.get_ident() if loop is not None else None
+        if loop is not None:
+            _loop_sinks.append(self)
 
     def __call__(self, event: dict[str, Any]) -> None:
         message = {"type": "exchange.event", "event": event}
@@ -35,3 +38,14 @@ class ChannelLayerSink:
                 asyncio.run_coroutine_threadsafe(self.layer.group_send(EVENTS_GROUP, message), self.loop)
             return
         async_to_sync(self.layer.group_send)(EVENTS_GROUP, message)
+
+
+def broadcast_failover(region: str, az: str) -> None:
+    """Tell every socket consumer its connection is gone (closes with 1012)."""
+    message = {"type": "exchange.failover", "region": region, "az": az}
+    layer = get_channel_layer()
+    for sink in _loop_sinks:
+        if sink.loop is not None and sink.loop.is_running():
+            asyncio.run_coroutine_threadsafe(layer.group_send(EVENTS_GROUP, message), sink.loop)
+            return
+    async_to_sync(layer.group_send)(EVENTS_GROUP, message)

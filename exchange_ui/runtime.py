@@ -54,6 +54,8 @@ class Runtime:
     threads: list[threading.Thread] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     started: bool = False
+    plane: Any = None  # faults.injection.FaultPlane
+    runner: Any = None  # faults.runner.ExperimentRunner
 
     # --- composition ---------------------------------------------------------------
 
@@ -73,7 +75,36 @@ class Runtime:
                 for role in ("orders", "trades"):
                     runtime.tailers.append(StreamTailer(region, names[role], apply_records))
         runtime.synthetic = SyntheticTraders(exchange, config.synthetic_rate, config.seed)
+        runtime._build_fault_plane()
         return runtime
+
+    def _build_fault_plane(self) -> None:
+        from faults.injection import FaultPlane
+        from faults.runner import ExperimentRunner
+
+        self.plane = FaultPlane(self.config, self, seed=self.config.seed)
+        self.plane.redis_failover = self.redis_failover
+        self.runner = ExperimentRunner(self.plane, self.config, metrics=lambda: self.last_metrics)
+
+    def redis_failover(self, region: str, az: str) -> None:
+        """ElastiCache AZ power interrupt, locally: every live connection drops.
+
+        With REDIS_URL the real Redis kills its clients (the channel layer reconnects);
+        either way every open socket is closed with 1012 (service restart), and the
+        browsers reconnect and resynchronise from the store.
+        """
+        if self.config.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(self.config.redis_url)
+            try:
+                for kind in ("pubsub", "normal"):
+                    client.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes")
+            finally:
+                client.close()
+        from exchange_ui.push import broadcast_failover
+
+        broadcast_failover(region, az)
 
     def _make_worker(self, region: str, az: str) -> AzWorker:
         def grid(symbol: str) -> tuple[Decimal, Decimal]:
@@ -99,7 +130,13 @@ class Runtime:
     # --- lifecycle -----------------------------------------------------------------
 
     def start(self, synthetic: bool = True) -> None:
+        from faults.runner import set_runner
+
         self.started = True
+        if self.plane is not None:
+            self.plane.install()
+            self.runner.start()
+            set_runner(self.runner)
         for worker in self.workers.values():
             worker.start()
         for tailer in self.tailers:
@@ -116,6 +153,9 @@ class Runtime:
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.runner is not None and self.started:
+            self.runner.close()
+            self.plane.uninstall()
         if self.synthetic is not None:
             self.synthetic.stop()
         for worker in self.workers.values():

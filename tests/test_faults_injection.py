@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,7 @@ from faults.experiment import Latency, Partition, RedisFailover, Throttle
 from faults.injection import FaultPlane
 from faults.runner import ExperimentRunner
 from trading import aws
-from trading.actions import RegionUnavailable, submit_order
+from trading.actions import Exchange, RegionUnavailable, submit_order
 from trading.store import to_attrs
 from tests.conftest import make_config, order_payload, wait_for
 
@@ -83,8 +85,8 @@ def test_it_throttles_dynamodb_at_100_percent_after_the_sdk_retries(runner: Expe
     assert caught.value.response["Error"]["Code"] == "ThrottlingException"
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     # trading.aws sets retries max_attempts=4: four retries after the first attempt.
-    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 4
-    assert plane.injected["throttle"] == 5
+    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 3  # 4 attempts in all (total_max_attempts)
+    assert plane.injected["throttle"] == 4
     put_probe("eu-west-1")  # another region is untouched
     runner.stop(experiment["id"])
     assert put_probe()["ResponseMetadata"]["HTTPStatusCode"] == 200
@@ -115,11 +117,21 @@ def test_it_takes_a_region_down_so_ingest_refuses_it(runner: ExperimentRunner, p
     wait_for(lambda: not exchange.region_up("us-east-1"), message="us-east-1 down")
     assert not exchange.az_up("us-east-1a")
     assert exchange.region_up("eu-west-1")
-    started = time.monotonic()
+    # Health-checked routing: an order aimed at the down region is rerouted at once.
+    rerouted, created = submit_order(exchange, "alice", order_payload(region="us-east-1"), "k-down-0")
+    assert created and rerouted.region == "eu-west-1"
+    assert rerouted.history[0].note == "rerouted from us-east-1 to eu-west-1"
+    # A market that may not reroute: refused at once (503 with Retry-After), nothing written.
+    pinned = Exchange(config=dataclasses.replace(exchange.config, reroute=False))
+    pinned.region_up = exchange.region_up
     with pytest.raises(RegionUnavailable):
-        submit_order(exchange, "alice", order_payload(region="us-east-1"), "k-down-1")
-    assert time.monotonic() - started < 20  # retried with backoff (at most 1+2+4+8 s), then given up
-    assert plane.injected["region_down"] >= 5
+        submit_order(pinned, "alice", order_payload(region="us-east-1"), "k-down-1")
+    # Any call that still reaches the region fails as a dead endpoint would, after retries.
+    started = time.monotonic()
+    with pytest.raises(ClientError):
+        exchange.stores["us-east-1"].orders.get("O-any")
+    assert time.monotonic() - started < 20
+    assert plane.injected["region_down"] >= 4
     order, created = submit_order(exchange, "alice", order_payload(region="eu-west-1"), "k-up-1")
     assert created and order.region == "eu-west-1"
     stopped = runner.stop(experiment["id"])

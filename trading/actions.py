@@ -119,7 +119,7 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
     request = validate_order(payload, ex.config)
     order_id = derive_order_id(client, key)
     digest = request_hash(request)
-    region = request.region
+    region, note = route(ex, request.region)
     try:
         existing = ex.stores[region].orders.get(order_id)
         if existing is not None:
@@ -142,7 +142,7 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
             request_hash=digest,
             simulation_seed=simulation_seed(ex.config.seed, client, request.symbol, key),
             created_ms=now_ms,
-            history=(StatusChange("ACCEPTED", now_ms, az, f"accepted in {region}"),),
+            history=(StatusChange("ACCEPTED", now_ms, az, note),),
             updated_ms=now_ms,
         )
         if not ex.stores[region].orders.put_new(order):
@@ -159,6 +159,21 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
     events.publish(events.ORDER_ACCEPTED, region, {**events.order_data(order), "time_to_accept_ms": round(elapsed_ms, 1)})
     _send_accepted(ex, order)
     return order, True
+
+
+def route(ex: Exchange, wanted: str) -> tuple[str, str]:
+    """The region that takes the order, like Route 53 failover on health checks.
+
+    The wanted region if it is healthy; else the first healthy region (the order then
+    notes "rerouted from"); RegionUnavailable when no region can take it.
+    """
+    if ex.region_up(wanted):
+        return wanted, f"accepted in {wanted}"
+    if ex.config.reroute:
+        for region in ex.config.regions:
+            if region != wanted and ex.region_up(region):
+                return region, f"rerouted from {wanted} to {region}"
+    raise RegionUnavailable(wanted)
 
 
 def _replay(existing: Order, digest: str) -> Order:

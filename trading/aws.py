@@ -101,7 +101,7 @@ def client(service: str, region: str) -> Any:
         kwargs: dict[str, Any] = {
             "region_name": region,
             "config": Config(
-                retries={"mode": "standard", "max_attempts": 4},
+                retries={"mode": "standard", "total_max_attempts": 4},
                 connect_timeout=2,
                 read_timeout=25,
                 max_pool_connections=32,

@@ -100,6 +100,7 @@ class ExchangeConfig:
     redis_url: str | None
     table_prefix: str
     visibility_timeout_s: int
+    reroute: bool = True
 
     @property
     def market_symbols(self) -> tuple[str, ...]:
@@ -148,4 +149,5 @@ class ExchangeConfig:
             redis_url=os.environ.get("REDIS_URL") or None,
             table_prefix=env_str("EXCHANGE_TABLE_PREFIX", "exchange"),
             visibility_timeout_s=env_int("EXCHANGE_VISIBILITY_TIMEOUT", 5, minimum=1),
+            reroute=env_bool("EXCHANGE_REROUTE", True),
         )

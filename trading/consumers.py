@@ -59,6 +59,11 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
         self.buffer.append(event)
         self.wakeup.set()
 
+    async def exchange_failover(self, message: dict[str, Any]) -> None:
+        # The connection this socket rides on is gone (Redis failover): close as a
+        # restarting service would; the client reconnects and resynchronises.
+        await self.close(code=1012)
+
     async def flush_loop(self) -> None:
         while True:
             await self.wakeup.wait()
