@@ -10,7 +10,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from faults.api import router as faults_router
 from trading.api import router as trading_router
-from trading.auth import API_AUTH
+from trading.auth import API_AUTH, docs_login_required
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ api = NinjaAPI(
     "Authenticate with `Authorization: Bearer <token>` (manage.py create_api_token) or a session (with CSRF).",
     auth=API_AUTH,
     urls_namespace="api",
+    docs_decorator=docs_login_required,
 )
 
 

@@ -176,7 +176,9 @@ def test_it_reports_regions_and_metrics(runtime: Runtime, alice: User) -> None:
     assert metrics["queued_events"] == 1
 
 
-def test_it_publishes_the_openapi_document(runtime: Runtime) -> None:
-    doc = Client().get("/api/openapi.json").json()
+def test_it_publishes_the_openapi_document_to_signed_in_callers(runtime: Runtime, alice: User) -> None:
+    assert Client().get("/api/openapi.json").status_code == 401
+    assert Client().get("/api/docs").status_code == 302
+    doc = Client().get("/api/openapi.json", **bearer(alice)).json()
     assert "/api/orders" in doc["paths"]
     assert "requestBody" in doc["paths"]["/api/orders"]["post"]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpResponse, JsonResponse
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -48,3 +53,20 @@ def require_staff(request: HttpRequest) -> None:
 
 
 API_AUTH = [BearerAuth(), SessionAuth()]
+
+
+def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The OpenAPI document and docs: a session or a bearer token, like every other page."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        header = request.headers.get("Authorization", "")
+        if header.lower().startswith("bearer ") and user_for_token(header[7:].strip()) is not None:
+            return view(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.path.endswith(".json"):
+            return JsonResponse({"error": "unauthorized", "detail": "log in or send Authorization: Bearer <token>"}, status=401)
+        return redirect_to_login(request.get_full_path())
+
+    return guarded
