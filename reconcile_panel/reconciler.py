@@ -37,6 +37,7 @@ Cost: O(n log n) in the number of fills and copies.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -64,7 +65,7 @@ STANDING_RULE = "earliest acceptance stands: accept time, then market sequence, 
 LIMIT_RULE = "fills beyond the account's position limit are cut back, in acceptance order"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Acceptance:
     """One region's copy of an order, as that region last wrote it."""
 
@@ -91,7 +92,7 @@ class Acceptance:
         return self.status in FINAL or self.status == SUPERSEDED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fill:
     trade_id: str
     order_id: str
@@ -107,7 +108,7 @@ class Fill:
     ts_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ledger:
     """The merged history the reconciler decides over."""
 
@@ -117,7 +118,7 @@ class Ledger:
     limits: Mapping[str, Decimal] = field(default_factory=dict)  # per market; absent: no limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conflict:
     conflict_id: str
     kind: str
@@ -134,7 +135,7 @@ class Conflict:
     decided_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Compensation:
     compensation_id: str
     conflict_id: str
@@ -153,7 +154,7 @@ class Compensation:
     decided_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Adjustment:
     adjustment_id: str
     conflict_id: str
@@ -171,7 +172,7 @@ class Adjustment:
     decided_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decisions:
     conflicts: tuple[Conflict, ...] = ()
     compensations: tuple[Compensation, ...] = ()
@@ -434,6 +435,18 @@ def _decide_limits(
 
 def reconcile(ledger: Ledger) -> Decisions:
     """Every conflict in the ledger and its one decision. Deterministic; O(n log n)."""
+    # The cyclic collector would rescan the whole (acyclic) ledger on every full
+    # collection the allocations trigger, which makes a large run superlinear.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _reconcile(ledger)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _reconcile(ledger: Ledger) -> Decisions:
     orders = _group(ledger)
     out = _Builder(ledger.reference_prices)
     standing: dict[str, tuple[str, list[Fill]]] = {}
