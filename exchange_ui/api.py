@@ -9,6 +9,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from faults.api import router as faults_router
+from reconcile_panel.api import router as reconcile_router
 from trading.api import router as trading_router
 from trading.auth import API_AUTH, docs_login_required
 
@@ -53,3 +54,4 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 api.add_router("/", trading_router)
 api.add_router("/experiments", faults_router)
+api.add_router("/", reconcile_router)

@@ -56,6 +56,8 @@ class Runtime:
     started: bool = False
     plane: Any = None  # faults.injection.FaultPlane
     runner: Any = None  # faults.runner.ExperimentRunner
+    replicator: Any = None  # reconcile_panel.replicator.Replicator
+    reconciler: Any = None  # reconcile_panel.worker.ReconcileWorker
 
     # --- composition ---------------------------------------------------------------
 
@@ -76,7 +78,18 @@ class Runtime:
                     runtime.tailers.append(StreamTailer(region, names[role], apply_records))
         runtime.synthetic = SyntheticTraders(exchange, config.synthetic_rate, config.seed)
         runtime._build_fault_plane()
+        if len(config.regions) > 1:
+            runtime._build_replication()
         return runtime
+
+    def _build_replication(self) -> None:
+        from reconcile_panel.replicator import Replicator
+        from reconcile_panel.worker import ReconcileWorker
+
+        # Replication stops for a pair the fault plane partitions (or either end is down);
+        # the reconciler decides nothing while any pair is cut.
+        self.replicator = Replicator(self.config, partitioned=lambda a, b: self.plane.partitioned(a, b))
+        self.reconciler = ReconcileWorker(self.config, partitioned=self.replicator.is_cut)
 
     def _build_fault_plane(self) -> None:
         from faults.injection import FaultPlane
@@ -84,7 +97,20 @@ class Runtime:
 
         self.plane = FaultPlane(self.config, self, seed=self.config.seed)
         self.plane.redis_failover = self.redis_failover
-        self.runner = ExperimentRunner(self.plane, self.config, metrics=lambda: self.last_metrics)
+        self.runner = ExperimentRunner(self.plane, self.config, metrics=lambda: self.last_metrics, publish=self._publish_experiment)
+
+    def _publish_experiment(self, kind: str, region: str, data: dict[str, Any]) -> None:
+        """experiment.state, then, when a fault began or ended, a sample at once rather than
+        at the next tick, so banners and region cards follow the fault within the second."""
+        events.publish(kind, region, data)
+        if self.started and any(c.get("subject") == "action" and "running" in (c.get("from"), c.get("to")) for c in data.get("changes", [])):
+            threading.Thread(target=self._sample_once, name="sample-on-fault", daemon=True).start()
+
+    def _sample_once(self) -> None:
+        try:
+            self.sample()
+        except Exception:
+            log.exception("metrics sample after a fault change failed")
 
     def redis_failover(self, region: str, az: str) -> None:
         """ElastiCache AZ power interrupt, locally: every live connection drops.
@@ -141,6 +167,9 @@ class Runtime:
             worker.start()
         for tailer in self.tailers:
             tailer.start()
+        if self.replicator is not None:
+            self.replicator.start()
+            self.reconciler.start()
         self._spawn("outbox-sweep", self._sweep_loop)
         self._spawn("sampler", self._sample_loop)
         if synthetic and self.synthetic is not None:
@@ -162,6 +191,9 @@ class Runtime:
             worker.stop()
         for tailer in self.tailers:
             tailer.stop()
+        if self.replicator is not None:
+            self.replicator.stop()
+            self.reconciler.stop()
 
     def stop_az(self, az: str) -> None:
         worker = self.workers.get(az)
@@ -236,8 +268,8 @@ class Runtime:
             "time_to_accept_p99_ms": p99,
             "queued_events": queued,
             "awaiting_fill": self.awaiting_fill(),
-            "tape_divergence": 0,
-            "replication_lag_ms": None,
+            "tape_divergence": self.tape_divergence(),
+            "replication_lag_ms": self.replication_lag_ms(),
             "backpressure": bool(reasons),
             "backpressure_reason": "; ".join(reasons),
             "per_region": {
@@ -245,6 +277,26 @@ class Runtime:
                 for region, s in self.samples.items()
             },
         }
+
+    def replication_pairs(self) -> list[dict[str, Any]]:
+        return self.replicator.snapshot() if self.replicator is not None else []
+
+    def replication_lag_ms(self, into: str | None = None) -> float | None:
+        """The worst lag of the pairs (into one region, or all); None with one region."""
+        if self.replicator is None:
+            return None
+        lags = [
+            self.replicator.lag_ms(src, dst)
+            for src, dst in self.replicator.pairs
+            if into is None or dst == into
+        ]
+        return round(max(lags), 1) if lags else 0.0
+
+    def tape_divergence(self) -> int:
+        """Records one region has written that another has not yet applied (the pairs' backlogs)."""
+        if self.replicator is None:
+            return 0
+        return sum(self.replicator.backlog_size(src, dst) for src, dst in self.replicator.pairs)
 
     def regions(self) -> list[dict[str, Any]]:
         views = []
@@ -272,7 +324,8 @@ class Runtime:
                     "azs": azs,
                     "queue_depth": sample.visible,
                     "in_flight": sample.in_flight,
-                    "replication_lag_ms": None,
+                    "replication_lag_ms": self.replication_lag_ms(into=region),
+                    "replication": [p for p in self.replication_pairs() if p["destination"] == region],
                     "error": sample.error,
                 }
             )

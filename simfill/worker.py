@@ -88,6 +88,10 @@ def apply_message(
         return Applied(order_id, "unknown")
     if not order.is_open:
         return Applied(order_id, "skipped", order=order)
+    if order.region != stores.region:
+        # After a partition heals, last-writer-wins can leave another region's copy of
+        # this order here: that copy is that region's to fill, never ours.
+        return Applied(order_id, "skipped", order=order)
     now_ms = int(clock() * 1000)
     if body.get("type") == "CancelRequested" or order.cancel_requested:
         change = StatusChange("CANCELLED", now_ms, az, "cancelled by client")

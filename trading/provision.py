@@ -105,7 +105,7 @@ def bootstrap(
 # per-market sequence counters regional (a replicated counter would break seq order),
 # and adds the alarms that FIS experiments use as stop conditions.
 
-GLOBAL_ROLES = ("orders", "trades")
+GLOBAL_ROLES = ("orders", "trades", "reconcile")
 ALARM_QUEUE_AGE_S = 60
 ALARM_REPLICATION_LATENCY_MS = 5000
 REPLICA_WAIT_S = 900

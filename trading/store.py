@@ -39,6 +39,8 @@ def table_names(prefix: str) -> dict[str, str]:
         "orders": f"{prefix}-orders",
         "trades": f"{prefix}-trades",
         "sequences": f"{prefix}-sequences",
+        # Conflicts, compensations and P&L adjustments (reconcile_panel writes them).
+        "reconcile": f"{prefix}-reconcile",
     }
 
 
