@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from exchange_ui import views
 from exchange_ui.api import api
@@ -13,6 +13,7 @@ urlpatterns = [
     path("orders/submit/", views.submit_order_form, name="submit-order"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("reconcile/", include("reconcile_panel.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]

@@ -87,7 +87,7 @@ class DashboardConsumer(BufferedEventsConsumer):
     async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
         reduced, cut = coalesce(batch)
         self.seq += 1
-        await self.send(text_data=render_dashboard_frame(reduced, self.seq, resync=overflowed or cut))
+        await self.send(text_data=render_dashboard_frame(reduced, self.seq, resync=overflowed or cut, staff=self.is_staff))
 
 
 class EventsConsumer(BufferedEventsConsumer):

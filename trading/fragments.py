@@ -15,6 +15,8 @@ from trading import events as ev
 
 MAX_TRADES_PER_FRAME = 40
 MAX_ORDERS_PER_FRAME = 60
+MAX_RECONCILE_PER_FRAME = 120
+RECONCILE_TYPES = (ev.TRADE_CONFLICTED, ev.TRADE_COMPENSATED, ev.PNL_ADJUSTED)
 
 
 def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
@@ -22,6 +24,7 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     orders: dict[str, dict[str, Any]] = {}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     trades: list[dict[str, Any]] = []
+    reconciled: list[dict[str, Any]] = []
     others: list[dict[str, Any]] = []
     overflowed = False
     for event in batch:
@@ -35,6 +38,10 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
             trades.append(event)
         elif kind in (ev.METRICS, ev.REGION_HEALTH, ev.BACKPRESSURE):
             latest[(kind, event["region"])] = event
+        elif kind in RECONCILE_TYPES:
+            # Each record once, in the order the reconciler wrote them (a conflict before its
+            # compensations); a burst beyond the cap is recovered by the resync.
+            reconciled.append(event)
         else:
             others.append(event)
     if len(trades) > MAX_TRADES_PER_FRAME:
@@ -44,14 +51,18 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     if len(order_events) > MAX_ORDERS_PER_FRAME:
         order_events = order_events[-MAX_ORDERS_PER_FRAME:]
         overflowed = True
-    return order_events + trades + list(latest.values()) + others, overflowed
+    if len(reconciled) > MAX_RECONCILE_PER_FRAME:
+        reconciled = reconciled[:MAX_RECONCILE_PER_FRAME]
+        overflowed = True
+    return order_events + trades + reconciled + list(latest.values()) + others, overflowed
 
 
 def order_context(data: dict[str, Any]) -> dict[str, Any]:
     return {"o": data}
 
 
-def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool) -> str:
+def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False) -> str:
+    """One socket frame. `staff`: the reconcile panel's rows (they name accounts) are included."""
     parts = [render_to_string("trading/fragments.html#live-seq", {"seq": seq, "resync": resync})]
     for event in batch:
         kind = event["type"]
@@ -63,4 +74,31 @@ def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool) 
             parts.append(render_to_string("trading/fragments.html#region-card", {"r": event["data"], "oob": True}))
         elif kind == ev.METRICS:
             parts.append(render_to_string("trading/fragments.html#metrics", {"m": event["data"], "oob": True}))
+        elif kind in RECONCILE_TYPES:
+            parts.append(render_reconcile_event(event, staff))
+    if any(event["type"] == ev.PNL_ADJUSTED for event in batch):
+        # Totals are sums over the ledger: the pages re-fetch them (once per frame) under their own filters.
+        parts.append(render_to_string("reconcile_panel/fragments.html#ledger-refresh"))
+    return "".join(parts)
+
+
+def render_reconcile_event(event: dict[str, Any], staff: bool) -> str:
+    """trade.conflicted / trade.compensated: the tape's reorg marks (trade ids only, for everyone)
+    and, for staff, the panel's rows; pnl.adjusted (its owner or staff): the ledger row."""
+    from reconcile_panel.panel import decorate_adjustments
+
+    kind, data = event["type"], event["data"]
+    parts = []
+    if kind == ev.TRADE_CONFLICTED:
+        mark = {"mark_id": data["conflict_id"], "step": "conflicted", "trade_ids": data["trade_ids"], "standing": data["standing_trade_ids"], "detail": f"{data['kind']}: {data['standing_region']} stands"}
+        parts.append(render_to_string("reconcile_panel/fragments.html#reorg-mark", mark))
+        if staff:
+            parts.append(render_to_string("reconcile_panel/fragments.html#conflict-row", {"c": {**data, "compensations": []}, "oob": True}))
+    elif kind == ev.TRADE_COMPENSATED:
+        mark = {"mark_id": data["compensation_id"], "step": "compensated", "trade_ids": [data["trade_id"]], "exec_type": data["exec_type"]}
+        parts.append(render_to_string("reconcile_panel/fragments.html#reorg-mark", mark))
+        if staff:
+            parts.append(render_to_string("reconcile_panel/fragments.html#compensation-item", {"comp": data, "oob": True}))
+    elif kind == ev.PNL_ADJUSTED and staff:
+        parts.append(render_to_string("reconcile_panel/fragments.html#adjustment-row", {"a": decorate_adjustments([dict(data)])[0], "oob": True}))
     return "".join(parts)

@@ -1,0 +1,193 @@
+"""The reconcile panel: staff-only function views over the reconcile records.
+
+Conflicts, compensations and P&L adjustments are read from the home region's
+reconcile table (after replication every region holds the same records); new ones
+reach an open page as `trade.conflicted` / `trade.compensated` / `pnl.adjusted`
+frames on /ws/dashboard/ (trading/fragments.py). The invariant board runs
+check_history on demand; the tapes view puts the regions' own trade tables side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from reconcile_panel import panel
+from reconcile_panel.api import exchange_config
+from reconcile_panel.history import check
+from reconcile_panel.reconciler import KINDS
+from reconcile_panel.store import ReconcileStore, load_history
+from trading.config import ExchangeConfig
+from trading.events import trade_data
+
+TAPE_SHOWN = 150
+MINE_SHOWN = 8
+MARKS_SHOWN = 300
+
+View = Callable[..., HttpResponse]
+
+
+def staff_required(view: View) -> View:
+    """Anonymous: to the login page. Logged in but not staff: 403."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            return render(request, "reconcile_panel/forbidden.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+def read_records(config: ExchangeConfig) -> list[dict[str, Any]]:
+    return list(ReconcileStore.for_region(config.regions[0], config.table_prefix).scan_all())
+
+
+def unavailable(error: Exception) -> str:
+    return f"The reconcile records cannot be read right now ({type(error).__name__}: {str(error)[:160]})."
+
+
+def live_metrics() -> dict[str, Any]:
+    from exchange_ui.runtime import get_runtime
+
+    runtime = get_runtime()
+    return {"m": runtime.last_metrics or runtime.metrics(), "pairs": runtime.replication_pairs()}
+
+
+def results_context(request: HttpRequest, config: ExchangeConfig) -> tuple[dict[str, Any], int]:
+    filters = panel.Filters.parse(request.GET, config.regions)
+    context: dict[str, Any] = {"filters": filters, "kinds": KINDS, "region_names": config.regions}
+    try:
+        data = panel.panel_data(read_records(config), filters)
+    except (BotoCoreError, ClientError) as error:
+        return {**context, "error": unavailable(error), "data": panel.panel_data([], filters)}, 503
+    return {**context, "data": data}, 200
+
+
+@require_GET
+@staff_required
+def reconcile_panel(request: HttpRequest) -> HttpResponse:
+    config = exchange_config()
+    context, status = results_context(request, config)
+    if request.GET.get("snapshot"):
+        # The live view's resync after a gap or a reconnect: the results, out of band.
+        return render(request, "reconcile_panel/panel.html#results", {**context, "oob": True}, status=status)
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "reconcile-results":
+        response = render(request, "reconcile_panel/panel.html#results", context, status=status)
+        response["HX-Push-Url"] = request.get_full_path()  # the filtered view keeps its address
+        return response
+    return render(request, "reconcile_panel/panel.html", {**context, **live_metrics()}, status=status)
+
+
+@require_GET
+@staff_required
+def ledger(request: HttpRequest) -> HttpResponse:
+    """The adjustments ledger and its totals under the current filters: re-fetched when adjustments arrive."""
+    context, status = results_context(request, exchange_config())
+    return render(request, "reconcile_panel/panel.html#ledger", context, status=status)
+
+
+def csv_response(body: str, name: str) -> HttpResponse:
+    response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.csv"'
+    return response
+
+
+@require_GET
+@staff_required
+def conflicts_csv(request: HttpRequest) -> HttpResponse:
+    context, status = results_context(request, exchange_config())
+    if status != 200:
+        return HttpResponse(context["error"], status=status, content_type="text/plain; charset=utf-8")
+    return csv_response(panel.conflicts_csv(context["data"].conflicts), "conflicts")
+
+
+@require_GET
+@staff_required
+def adjustments_csv(request: HttpRequest) -> HttpResponse:
+    context, status = results_context(request, exchange_config())
+    if status != 200:
+        return HttpResponse(context["error"], status=status, content_type="text/plain; charset=utf-8")
+    return csv_response(panel.adjustments_csv(context["data"].adjustments), "pnl-adjustments")
+
+
+@require_POST
+@staff_required
+def run_check(request: HttpRequest) -> HttpResponse:
+    """check_history over every region's tables, as the green/red invariant board."""
+    started = time.monotonic()
+    try:
+        result = check(load_history(exchange_config()))
+    except (BotoCoreError, ClientError) as error:
+        return render(request, "reconcile_panel/panel.html#board", {"error": unavailable(error)}, status=503)
+    context = {
+        "result": result,
+        "board": panel.invariant_board(result),
+        "took_ms": round((time.monotonic() - started) * 1000),
+        "checked_at": int(time.time() * 1000),
+    }
+    return render(request, "reconcile_panel/panel.html#board", context)
+
+
+@require_GET
+@staff_required
+def tapes(request: HttpRequest) -> HttpResponse:
+    """Each region's own trade table, side by side, with the divergence gutter."""
+    from exchange_ui.runtime import get_exchange
+
+    config = exchange_config()
+    exchange = get_exchange()
+    context: dict[str, Any] = {"region_names": config.regions, "cap": TAPE_SHOWN}
+    try:
+        by_region = {
+            region: sorted((trade_data(t) for t in exchange.stores[region].trades.scan_all()), key=lambda t: -t["ts_ms"])
+            for region in config.regions
+        }
+        conflicts, _ = panel.split_records(read_records(config))
+    except (BotoCoreError, ClientError) as error:
+        return render(request, "reconcile_panel/tapes.html", {**context, "error": unavailable(error)}, status=503)
+    lines = panel.side_by_side(by_region, panel.trade_marks(conflicts), TAPE_SHOWN)
+    counts = {region: len(trades) for region, trades in by_region.items()}
+    context.update(lines=lines, counts=counts, diverged=sum(1 for line in lines if line["diverged"]), **live_metrics())
+    return render(request, "reconcile_panel/tapes.html", context)
+
+
+@require_GET
+@login_required
+def my_adjustments(request: HttpRequest) -> HttpResponse:
+    """The dashboard's Adjustments card: a trader's own P&L adjustments (staff: everyone's)."""
+    config = exchange_config()
+    account = "" if request.user.is_staff else request.user.get_username()
+    try:
+        data = panel.panel_data(read_records(config), panel.Filters(account=account))
+    except (BotoCoreError, ClientError) as error:
+        return render(request, "reconcile_panel/fragments.html#adjustments-card", {"error": unavailable(error)}, status=503)
+    return render(request, "reconcile_panel/fragments.html#adjustments-card", adjustments_card_context(data, bool(account)))
+
+
+@require_GET
+@login_required
+def reorg_marks(request: HttpRequest) -> HttpResponse:
+    """The reorg marks of recent conflicts (trade ids only), applied at once to a freshly loaded
+    tape by static/js/reorg.js, so a reload shows the corrected tape rather than the raw one."""
+    try:
+        conflicts, _ = panel.split_records(read_records(exchange_config()))
+    except (BotoCoreError, ClientError):
+        return HttpResponse("", status=503)
+    return render(request, "reconcile_panel/fragments.html#instant-marks", {"conflicts": conflicts[:MARKS_SHOWN]})
+
+
+def adjustments_card_context(data: panel.PanelData, own: bool) -> dict[str, Any]:
+    return {"adjustments": data.adjustments[:MINE_SHOWN], "totals": data.totals, "own": own, "more": max(0, len(data.adjustments) - MINE_SHOWN)}
