@@ -13,6 +13,7 @@ urlpatterns = [
     path("orders/submit/", views.submit_order_form, name="submit-order"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("experiments/", include("faults.urls")),
     path("reconcile/", include("reconcile_panel.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),

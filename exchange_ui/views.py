@@ -30,8 +30,14 @@ def visible_orders(request: HttpRequest) -> Any:
 
 def live_context(request: HttpRequest) -> dict[str, Any]:
     runtime = get_runtime()
+    orders = [mirror_order_json(o) for o in visible_orders(request)]
+    rerouted = dict(
+        models.OrderStatusChange.objects.filter(order_id__in=[o["order_id"] for o in orders], note__startswith="rerouted").values_list("order_id", "note")
+    )
+    for order in orders:
+        order["rerouted"] = rerouted.get(order["order_id"], "")
     return {
-        "orders": [mirror_order_json(o) for o in visible_orders(request)],
+        "orders": orders,
         "trades": [mirror_trade_json(t) for t in models.Trade.objects.order_by("-ts_ms", "-trade_id")[:TAPE_SHOWN]],
         "regions": runtime.regions(),
         "m": runtime.last_metrics or runtime.metrics(),
@@ -80,6 +86,10 @@ def submit_order_form(request: HttpRequest) -> HttpResponse:
     except RegionUnavailable as down:
         context = form_context(values, {"__all__": [f"Region {down.region} is unavailable; your order was not accepted. Retry in a moment."]})
         context["idempotency_key"] = key  # a retry of the same entry must stay idempotent
+        attempt = retry_attempt(request)
+        if attempt < FORM_RETRY_ATTEMPTS:
+            # The page retries by itself with backoff (the same key, so never a second order).
+            context.update(errors={}, retry_region=down.region, retry_attempt=attempt + 1, retry_delay_s=min(2**attempt, 8))
         response = render(request, "trading/fragments.html#order-form", context, status=503)
         response["Retry-After"] = str(down.retry_after_s)
         return response
@@ -91,6 +101,16 @@ def submit_order_form(request: HttpRequest) -> HttpResponse:
     context = form_context(values, notice=notice)
     context["new_order"] = mirror_like(order)
     return render(request, "trading/fragments.html#order-form", context)
+
+
+FORM_RETRY_ATTEMPTS = 6
+
+
+def retry_attempt(request: HttpRequest) -> int:
+    try:
+        return max(0, int(request.POST.get("retry_attempt", "0")))
+    except ValueError:
+        return 0
 
 
 def mirror_like(order: Any) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def order_data(order: Order) -> dict[str, Any]:
         "created_ms": order.created_ms,
         "updated_ms": order.updated_ms or order.created_ms,
         "note": order.history[-1].note if order.history else "",
+        "rerouted": next((c.note for c in order.history if c.note.startswith("rerouted")), ""),
     }
 
 

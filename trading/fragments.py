@@ -24,6 +24,7 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     orders: dict[str, dict[str, Any]] = {}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     trades: list[dict[str, Any]] = []
+    experiments: dict[str, dict[str, Any]] = {}
     reconciled: list[dict[str, Any]] = []
     others: list[dict[str, Any]] = []
     overflowed = False
@@ -38,6 +39,10 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
             trades.append(event)
         elif kind in (ev.METRICS, ev.REGION_HEALTH, ev.BACKPRESSURE):
             latest[(kind, event["region"])] = event
+        elif kind == ev.EXPERIMENT_STATE:
+            # The newest state of each experiment wins; the last one carries the newest faults.
+            experiments.pop(event["data"].get("id", ""), None)
+            experiments[event["data"].get("id", "")] = event
         elif kind in RECONCILE_TYPES:
             # Each record once, in the order the reconciler wrote them (a conflict before its
             # compensations); a burst beyond the cap is recovered by the resync.
@@ -54,7 +59,7 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     if len(reconciled) > MAX_RECONCILE_PER_FRAME:
         reconciled = reconciled[:MAX_RECONCILE_PER_FRAME]
         overflowed = True
-    return order_events + trades + reconciled + list(latest.values()) + others, overflowed
+    return order_events + trades + reconciled + list(latest.values()) + list(experiments.values()) + others, overflowed
 
 
 def order_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +84,9 @@ def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool, 
     if any(event["type"] == ev.PNL_ADJUSTED for event in batch):
         # Totals are sums over the ledger: the pages re-fetch them (once per frame) under their own filters.
         parts.append(render_to_string("reconcile_panel/fragments.html#ledger-refresh"))
+    experiments = [event for event in batch if event["type"] == ev.EXPERIMENT_STATE]
+    if experiments:
+        parts.append(render_experiments(experiments))
     return "".join(parts)
 
 
@@ -101,4 +109,25 @@ def render_reconcile_event(event: dict[str, Any], staff: bool) -> str:
             parts.append(render_to_string("reconcile_panel/fragments.html#compensation-item", {"comp": data, "oob": True}))
     elif kind == ev.PNL_ADJUSTED and staff:
         parts.append(render_to_string("reconcile_panel/fragments.html#adjustment-row", {"a": decorate_adjustments([dict(data)])[0], "oob": True}))
+    return "".join(parts)
+
+
+def render_experiments(experiments: list[dict[str, Any]]) -> str:
+    """experiment.state: each run's card and fault window; once per frame the faults banner and the lever."""
+    import time
+
+    from faults import panel
+    from faults.runner import get_runner
+
+    now_ms = int(time.time() * 1000)
+    parts = []
+    for event in experiments:
+        snapshot = event["data"]
+        parts.append(render_to_string("faults/fragments.html#experiment", {**panel.experiment_context(snapshot, now_ms), "oob": True}))
+        parts.append(render_to_string("faults/fragments.html#fault-window", {"w": panel.fault_window(snapshot)}))
+    runner = get_runner()
+    running = sum(1 for x in runner.running()) if runner is not None else 0
+    words = panel.fault_summary(experiments[-1]["data"].get("faults"))
+    parts.append(render_to_string("faults/fragments.html#banner-faults", {"fault_words": words, "oob": True}))
+    parts.append(render_to_string("faults/fragments.html#lever", {"running_count": running, "oob": True}))
     return "".join(parts)

@@ -1,0 +1,201 @@
+// Live charts, the p99 flash warning and the experiment timelines' moving "now".
+// Reads only what the server rendered: the #metrics figures (data-* attributes, pushed
+// once a second over the socket) and the fault windows in #fault-windows. No library.
+(function () {
+  "use strict";
+  var WINDOW_MS = 300 * 1000;
+  var buffer = [];           // {t, p50, p99, queued, awaiting}
+  var lastMetrics = null;    // the #metrics element last sampled (each push replaces it)
+  var lastFlashAt = 0;
+  var flashTimer = null;
+  var STORE_KEY = "exchange-metrics-buffer"; // survives moving between the dashboard and the panel
+
+  function restore() {
+    try {
+      var saved = JSON.parse(sessionStorage.getItem(STORE_KEY) || "[]");
+      var from = Date.now() - WINDOW_MS;
+      if (Array.isArray(saved)) buffer = saved.filter(function (p) { return p && p.t >= from; });
+    } catch (e) { buffer = []; }
+  }
+
+  function num(el, name) {
+    var raw = el.getAttribute(name);
+    if (raw === null || raw === "") return null;
+    var value = parseFloat(raw);
+    return isFinite(value) ? value : null;
+  }
+
+  function css(name, fallback) {
+    var value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return value || fallback;
+  }
+
+  function sample() {
+    var el = document.getElementById("metrics");
+    if (!el || el === lastMetrics) return false;
+    lastMetrics = el;
+    var now = Date.now();
+    var point = { t: now, p50: num(el, "data-p50"), p99: num(el, "data-p99"), queued: num(el, "data-queued"), awaiting: num(el, "data-awaiting"), divergence: num(el, "data-divergence"), lag: num(el, "data-lag") };
+    checkFlash(point);
+    buffer.push(point);
+    while (buffer.length && buffer[0].t < now - WINDOW_MS) buffer.shift();
+    try { sessionStorage.setItem(STORE_KEY, JSON.stringify(buffer)); } catch (e) { /* private mode: charts start empty */ }
+    return true;
+  }
+
+  // --- the flash warning: time-to-accept p99 rising ------------------------------------------
+
+  function median(values) {
+    if (!values.length) return null;
+    var sorted = values.slice().sort(function (a, b) { return a - b; });
+    return sorted[Math.floor(sorted.length / 2)];
+  }
+
+  function checkFlash(point) {
+    if (point.p99 === null) return;
+    var recent = buffer.filter(function (p) { return p.t >= point.t - 60000 && p.p99 !== null; }).map(function (p) { return p.p99; });
+    var baseline = median(recent);
+    var rising = point.p99 >= 300 && (baseline === null ? point.p99 >= 500 : point.p99 >= Math.max(1.5 * baseline, baseline + 150));
+    if (!rising || point.t - lastFlashAt < 10000) return;
+    lastFlashAt = point.t;
+    var flash = document.getElementById("flash-warning");
+    if (!flash) return;
+    flash.textContent = "Time to accept rising: p99 " + Math.round(point.p99) + " ms" +
+      (baseline !== null ? " (was " + Math.round(baseline) + " ms over the last minute)" : "");
+    flash.hidden = false;
+    flash.classList.remove("flashing");
+    void flash.offsetWidth; // restart the animation
+    flash.classList.add("flashing");
+    flash.setAttribute("data-flashed-at", String(point.t));
+    clearTimeout(flashTimer);
+    flashTimer = setTimeout(function () { flash.hidden = true; }, 6000);
+  }
+
+  // --- the charts ------------------------------------------------------------------------------
+
+  function windows() {
+    var holder = document.getElementById("fault-windows");
+    if (!holder) return [];
+    return Array.prototype.map.call(holder.children, function (el) {
+      var end = el.getAttribute("data-end-ms");
+      return { start: parseInt(el.getAttribute("data-start-ms"), 10), end: end ? parseInt(end, 10) : null, label: el.getAttribute("data-label") || "" };
+    });
+  }
+
+  var SERIES = {
+    latency: [{ key: "p50", color: "--accent" }, { key: "p99", color: "--alert" }],
+    queued: [{ key: "queued", color: "--warn" }],
+    awaiting: [{ key: "awaiting", color: "--buy" }],
+    divergence: [{ key: "divergence", color: "--conflict" }],
+    lag: [{ key: "lag", color: "--accent" }]
+  };
+
+  function draw(canvas) {
+    var series = SERIES[canvas.getAttribute("data-chart")];
+    if (!series) return;
+    var dpr = window.devicePixelRatio || 1;
+    var width = canvas.clientWidth || 300, height = canvas.clientHeight || 110;
+    if (canvas.width !== Math.round(width * dpr)) canvas.width = Math.round(width * dpr);
+    if (canvas.height !== Math.round(height * dpr)) canvas.height = Math.round(height * dpr);
+    var ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    var now = Date.now(), from = now - WINDOW_MS;
+    var padL = 34, padB = 14, plotW = width - padL - 4, plotH = height - padB - 4;
+    function x(t) { return padL + ((t - from) / WINDOW_MS) * plotW; }
+    var max = 0;
+    buffer.forEach(function (p) { series.forEach(function (s) { if (p[s.key] !== null && p[s.key] > max) max = p[s.key]; }); });
+    max = max <= 0 ? 1 : niceCeil(max * 1.1);
+    function y(v) { return 4 + plotH - (v / max) * plotH; }
+
+    // Fault windows first, under the lines.
+    ctx.fillStyle = css("--fault-window", "rgba(240,136,62,.18)");
+    ctx.strokeStyle = css("--alert", "#f0883e");
+    windows().forEach(function (w) {
+      var a = Math.max(x(w.start), padL), b = Math.min(x(w.end === null ? now : w.end), padL + plotW);
+      if (b <= padL || a >= padL + plotW) return;
+      ctx.fillRect(a, 4, Math.max(b - a, 2), plotH);
+      ctx.beginPath(); ctx.moveTo(a + 0.5, 4); ctx.lineTo(a + 0.5, 4 + plotH); ctx.stroke();
+    });
+
+    // Axes and grid.
+    ctx.strokeStyle = css("--line", "#2a3241");
+    ctx.fillStyle = css("--muted", "#8b96a8");
+    ctx.font = "10px " + css("--mono", "monospace");
+    ctx.lineWidth = 1;
+    [0, 0.5, 1].forEach(function (f) {
+      var v = max * f, yy = Math.round(y(v)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(padL, yy); ctx.lineTo(padL + plotW, yy); ctx.stroke();
+      ctx.fillText(short(v), 2, yy + 3);
+    });
+    ctx.fillText("-5 min", padL, height - 2);
+    ctx.fillText("now", padL + plotW - 20, height - 2);
+
+    series.forEach(function (s) {
+      ctx.strokeStyle = css(s.color, "#4c9aff");
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      var started = false;
+      buffer.forEach(function (p) {
+        var v = p[s.key];
+        if (v === null) { started = false; return; }
+        if (!started) { ctx.moveTo(x(p.t), y(v)); started = true; } else ctx.lineTo(x(p.t), y(v));
+      });
+      ctx.stroke();
+    });
+  }
+
+  function niceCeil(v) {
+    var step = Math.pow(10, Math.floor(Math.log10(v)));
+    var m = v / step;
+    return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * step;
+  }
+
+  function short(v) { return v >= 10000 ? Math.round(v / 1000) + "k" : v >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10); }
+
+  function drawAll() {
+    document.querySelectorAll("canvas[data-chart]").forEach(draw);
+  }
+
+  // --- experiment timelines: "now" moves and running bars grow between pushes -----------------
+
+  function tickGantts() {
+    var now = Date.now();
+    document.querySelectorAll('.gantt[data-live="1"]').forEach(function (g) {
+      var origin = parseInt(g.getAttribute("data-origin-ms"), 10), span = parseInt(g.getAttribute("data-span-ms"), 10);
+      if (!origin || !span) return;
+      var pct = Math.max(0, Math.min(100, (100 * (now - origin)) / span));
+      g.querySelectorAll(".gantt-now").forEach(function (line) { line.style.left = pct + "%"; });
+      g.querySelectorAll('.gantt-run[data-grow="1"]').forEach(function (bar) {
+        var left = parseFloat(bar.style.left) || 0;
+        bar.style.width = Math.max(0.6, pct - left) + "%";
+      });
+    });
+  }
+
+  function refreshEmptyRuns() {
+    var list = document.getElementById("experiment-list"), empty = document.getElementById("experiments-empty");
+    if (list && empty) empty.hidden = list.children.length > 0;
+  }
+
+  function onChange() {
+    if (sample()) drawAll();
+    refreshEmptyRuns();
+  }
+
+  var started = false;
+  function init() {
+    if (started) return;
+    started = true;
+    restore();
+    var root = document.getElementById("live") || document.body;
+    new MutationObserver(onChange).observe(root, { childList: true, subtree: true });
+    onChange();
+    drawAll();
+    setInterval(drawAll, 1000);   // the time axis moves even when no frame arrives
+    setInterval(tickGantts, 500);
+    window.addEventListener("resize", drawAll);
+  }
+  if (document.readyState === "complete") init();
+  else document.addEventListener("DOMContentLoaded", init);
+})();

@@ -1,0 +1,90 @@
+"""An operator in Debian's chromium runs the DynamoDB throttling game day from the panel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.conftest import ARTIFACTS
+from tests.test_browser_trading import LiveServer, browser, log_in  # noqa: F401  (browser is a fixture)
+
+pytestmark = pytest.mark.browser
+
+OPS = ("olga", "olga-pass-123")
+
+
+@pytest.fixture(scope="module")
+def game_day_server() -> Iterator[LiveServer]:
+    server = LiveServer(synthetic_rate="4")
+    # A busy test machine can see a seconds-long p99 with no fault at all: the bound sits above it.
+    server.env["EXCHANGE_BACKPRESSURE_P99_MS"] = "2500"
+    server.start()
+    server.manage("shell", "-c", f"from django.contrib.auth.models import User; User.objects.create_user('{OPS[0]}', password='{OPS[1]}', is_staff=True)")
+    yield server
+    server.stop()
+
+
+def awaiting_order_ids(page: Page) -> list[str]:
+    return page.eval_on_selector_all("#orders-body tr:has(.badge-awaiting)", "rows => rows.map(r => r.id.replace('order-', ''))")
+
+
+def test_it_runs_the_throttling_experiment_from_the_panel_and_sees_it_clear(game_day_server: LiveServer, browser: Browser) -> None:  # noqa: F811
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    log_in(page, game_day_server, *OPS)
+    expect(page.locator("#experiments-lever")).to_contain_text("No experiment running")
+
+    page.click("#experiments-lever a")
+    expect(page.locator("h2", has_text="Templates")).to_be_visible()
+    expect(page.locator("#live")).to_have_attribute("data-connected", "1", timeout=10_000)
+    template = page.locator("#template-dynamodb-throttle")
+    expect(template.locator(".fidelity")).to_have_text("simulated only")
+    template.locator("select[name=duration]").select_option("PT1M")
+    template.get_by_role("button", name="Preview blast radius").click()
+    expect(template.locator(".radius")).to_contain_text("exchange-orders")
+    template.get_by_role("button", name="Start experiment").click()
+    expect(template).to_contain_text("Started EXP")
+
+    run = page.locator("#experiment-list .experiment").first
+    expect(run.locator(".experiment-head .pill")).to_have_text("running", timeout=5_000)
+    expect(run.locator(".gantt-run.state-running")).to_be_visible()
+    # The fault reaches the open page through the socket, not a reload.
+    expect(page.locator("#banner-faults")).to_contain_text("dynamodb throttled 50% in us-east-1", timeout=2_000)
+    page.screenshot(path=str(ARTIFACTS / "experiments-panel-running.png"))
+
+    page.click("a.brand")
+    expect(page.locator("#live")).to_have_attribute("data-connected", "1", timeout=10_000)
+    expect(page.locator("#banner-faults")).to_be_visible()
+    expect(page.locator("#experiments-lever")).to_contain_text("1 experiment running")
+    expect(page.locator("#banner-backpressure")).to_be_visible(timeout=30_000)
+    expect(page.locator("#orders-body .badge-awaiting").first).to_be_visible(timeout=20_000)
+    awaiting = awaiting_order_ids(page)
+    assert awaiting
+    page.screenshot(path=str(ARTIFACTS / "dashboard-under-throttling.png"))
+
+    page.get_by_role("button", name="Stop all experiments").click()
+    expect(page.locator("#experiments-lever")).to_contain_text("No experiment running", timeout=3_000)
+    expect(page.locator("#banner-faults")).to_be_hidden(timeout=3_000)
+    # The orders that were awaiting their fill during the fault are filled once it is gone.
+    for order_id in awaiting:
+        page.wait_for_function(
+            "id => fetch('/api/orders/' + id).then(r => r.json()).then(o => o.status !== 'ACCEPTED')", arg=order_id, timeout=20_000, polling=500
+        )
+    expect(page.locator("#banner-backpressure")).to_be_hidden(timeout=40_000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-after-stop.png"))
+
+    page.goto(game_day_server.url + "/experiments/")
+    expect(page.locator("#experiment-list .experiment").first.locator(".experiment-head .pill")).to_have_text("stopped")
+    page.screenshot(path=str(ARTIFACTS / "experiments-panel-history.png"))
+    page.close()
+
+
+def test_it_refuses_the_panel_to_traders(game_day_server: LiveServer, browser: Browser) -> None:  # noqa: F811
+    page = browser.new_page()
+    log_in(page, game_day_server)
+    expect(page.locator("#experiments-lever")).to_have_count(0)
+    response = page.goto(game_day_server.url + "/experiments/")
+    assert response is not None and response.status == 403
+    expect(page.locator("h1")).to_have_text("Operators only")
+    page.close()
