@@ -59,6 +59,7 @@ class Runtime:
     runner: Any = None  # faults.runner.ExperimentRunner
     replicator: Any = None  # reconcile_panel.replicator.Replicator
     reconciler: Any = None  # reconcile_panel.worker.ReconcileWorker
+    mirror_feed: Any = None  # trading.mirror.MirrorFeed, fed by the replicator's stream reader
 
     # --- composition ---------------------------------------------------------------
 
@@ -70,27 +71,32 @@ class Runtime:
             for az in config.azs(region):
                 runtime.workers[az] = runtime._make_worker(region, az)
             runtime.samples[region] = RegionSample()
-        if with_mirror:
-            from trading.mirror import apply_records
-
-            names = table_names(config.table_prefix)
-            for region in config.regions:
-                for role in ("orders", "trades"):
-                    runtime.tailers.append(StreamTailer(region, names[role], apply_records))
         runtime.synthetic = SyntheticTraders(exchange, config.synthetic_rate, config.seed)
         runtime._build_fault_plane()
         if len(config.regions) > 1:
-            runtime._build_replication()
+            runtime._build_replication(with_mirror)
+        elif with_mirror:
+            from trading.mirror import apply_records
+
+            names = table_names(config.table_prefix)
+            for role in ("orders", "trades"):
+                runtime.tailers.append(StreamTailer(config.regions[0], names[role], apply_records))
         return runtime
 
-    def _build_replication(self) -> None:
+    def _build_replication(self, with_mirror: bool) -> None:
         from reconcile_panel.replicator import Replicator
         from reconcile_panel.worker import ReconcileWorker
+        from trading.mirror import MirrorFeed
 
         # Replication stops for a pair the fault plane partitions (or either end is down);
-        # the reconciler decides nothing while any pair is cut.
+        # the reconciler decides nothing while any pair is cut. One reader per stream (the
+        # replicator's) feeds the mirror and the reconciler too.
         self.replicator = Replicator(self.config, partitioned=lambda a, b: self.plane.partitioned(a, b))
-        self.reconciler = ReconcileWorker(self.config, partitioned=self.replicator.is_cut)
+        self.reconciler = ReconcileWorker(self.config, partitioned=self.replicator.is_cut, tail=False)
+        self.replicator.listeners.append(self.reconciler.ingest_batch)
+        if with_mirror:
+            self.mirror_feed = MirrorFeed()
+            self.replicator.listeners.append(self.mirror_feed)
 
     def _build_fault_plane(self) -> None:
         from faults.injection import FaultPlane
@@ -168,6 +174,8 @@ class Runtime:
             worker.start()
         for tailer in self.tailers:
             tailer.start()
+        if self.mirror_feed is not None:
+            self.mirror_feed.start()
         if self.replicator is not None:
             self.replicator.start()
             self.reconciler.start()
@@ -195,6 +203,17 @@ class Runtime:
         if self.replicator is not None:
             self.replicator.stop()
             self.reconciler.stop()
+        if self.mirror_feed is not None:
+            self.mirror_feed.stop()
+
+    def catch_up(self) -> None:
+        """Read every stream now and bring the mirror up to date (tests, commands)."""
+        for tailer in self.tailers:
+            tailer.drain()
+        if self.replicator is not None:
+            self.replicator.drain()
+        if self.mirror_feed is not None:
+            self.mirror_feed.apply_pending()
 
     def stop_az(self, az: str) -> None:
         worker = self.workers.get(az)

@@ -36,7 +36,7 @@ from trading.streams import ChangeRecord, StreamTailer
 log = logging.getLogger(__name__)
 
 Partitioned = Callable[[str, str], bool]
-Listener = Callable[[ChangeRecord], None]
+Listener = Callable[[list[ChangeRecord]], None]  # a batch of stream records
 
 
 def never_partitioned(a: str, b: str) -> bool:
@@ -174,8 +174,10 @@ class Replicator:
                 for dst in self.regions:
                     if dst != region:
                         self.backlog[(region, dst)].append(Pending(role, image, region, written))
-                for listener in list(self.listeners):
-                    listener(record)
+        # Listeners (the mirror, the reconciler) see every record, replicas included: one
+        # reader per stream serves them all, so moto is not polled once per consumer.
+        for listener in list(self.listeners):
+            listener(records)
 
     # --- applying -----------------------------------------------------------------
 

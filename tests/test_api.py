@@ -48,8 +48,7 @@ def post_order(client: Client, auth: dict[str, str], body: Any, key: str | None 
 
 
 def mirror(runtime: Runtime) -> None:
-    for tailer in runtime.tailers:
-        tailer.drain()
+    runtime.catch_up()
 
 
 def test_it_creates_an_order_then_replays_it(runtime: Runtime, alice: User) -> None:

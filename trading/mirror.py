@@ -9,11 +9,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+import logging
+import queue
+import threading
+
+from django.db import close_old_connections, transaction
 
 from trading import models
 from trading.store import order_from_item, trade_from_item
 from trading.streams import ChangeRecord
+
+log = logging.getLogger(__name__)
 
 
 def apply_order_item(item: dict[str, Any], region: str) -> None:
@@ -90,6 +96,65 @@ def apply_records(records: list[ChangeRecord]) -> None:
                 apply_order_item(image, record.region)
             elif pk.startswith("TRADE#") and image.get("region") == record.region:
                 apply_trade_item(image)
+
+
+class MirrorFeed:
+    """Applies stream batches handed over by another reader, on its own thread.
+
+    The replicator reads every stream anyway; it hands each batch here, so the
+    mirror's SQLite writes never hold up replication.
+    """
+
+    def __init__(self) -> None:
+        self.batches: queue.Queue[list[ChangeRecord] | None] = queue.Queue()
+        self.thread: threading.Thread | None = None
+        self.applied = 0
+
+    def __call__(self, records: list[ChangeRecord]) -> None:
+        self.batches.put(records)
+
+    def apply_pending(self) -> int:
+        """Apply what is queued, on the calling thread (tests, one-shot commands)."""
+        done = 0
+        while True:
+            try:
+                batch = self.batches.get_nowait()
+            except queue.Empty:
+                return done
+            if batch is None:
+                continue
+            apply_records(batch)
+            done += len(batch)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="mirror", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.batches.put(None)
+
+    def run(self) -> None:
+        while True:
+            batch = self.batches.get()
+            if batch is None:
+                return
+            # Take whatever else is waiting too: one transaction for a burst.
+            while True:
+                try:
+                    more = self.batches.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.batches.put(None)
+                    break
+                batch = batch + more
+            try:
+                apply_records(batch)
+                self.applied += len(batch)
+            except Exception:
+                log.exception("mirror failed to apply %d records", len(batch))
+            finally:
+                close_old_connections()
 
 
 def reset_mirror() -> None:

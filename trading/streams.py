@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,9 @@ class StreamTailer:
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     records_seen: int = 0
+    # New shards appear rarely (moto: never; AWS: every few hours): look every few seconds.
+    describe_every_s: float = 5.0
+    _described_at: float = -1e9
 
     def _arn(self) -> str:
         if self._stream_arn is None:
@@ -63,6 +67,10 @@ class StreamTailer:
         return self._stream_arn
 
     def _shard_iterators(self) -> dict[str, str | None]:
+        now = time.monotonic()
+        if self._iterators and now - self._described_at < self.describe_every_s:
+            return self._iterators
+        self._described_at = now
         streams = aws.client("dynamodbstreams", self.region)
         description = streams.describe_stream(StreamArn=self._arn())["StreamDescription"]
         for shard in description.get("Shards", []):
