@@ -57,6 +57,13 @@ def resolve_endpoint() -> str | None:
     return None
 
 
+def endpoint_hint() -> str:
+    """Why no endpoint was found, for an error message a user can act on."""
+    if ENDPOINT_FILE.exists():
+        return f"{ENDPOINT_FILE} names {ENDPOINT_FILE.read_text().strip()}, which does not answer: is `make run` running?"
+    return "no AWS_ENDPOINT_URL and no running `make run`: using real AWS"
+
+
 def use_endpoint(url: str | None) -> None:
     """Point every client at `url` (the embedded runtime and tests call this once)."""
     global _endpoint_override

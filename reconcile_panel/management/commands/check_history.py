@@ -30,7 +30,10 @@ class Command(BaseCommand):
         try:
             history = load_history(config)
         except (BotoCoreError, ClientError) as error:
-            raise CommandError(f"cannot read the regions' tables: {error}") from error
+            from trading import aws
+
+            hint = "" if aws.resolve_endpoint() else f" ({aws.endpoint_hint()})"
+            raise CommandError(f"cannot read the regions' tables: {error}{hint}") from error
         result = check(history)
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2, sort_keys=True))

@@ -29,5 +29,6 @@ class Command(BaseCommand):
         try:
             bootstrap(config, say=lambda line: self.stdout.write(f"  {line}"))
         except Exception as error:  # a clear message, not a traceback
-            raise CommandError(f"bootstrap against {target} failed: {error}") from error
+            hint = "" if endpoint else f" ({aws.endpoint_hint()})"
+            raise CommandError(f"bootstrap against {target} failed: {error}{hint}") from error
         self.stdout.write(self.style.SUCCESS(f"AWS resources ready in {', '.join(config.regions)} ({target})"))
