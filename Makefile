@@ -24,6 +24,12 @@ run: $(STAMP) | var
 	$(PY) manage.py migrate --noinput -v 0
 	PORT=$(PORT) $(PY) manage.py run_exchange --port $(PORT)
 
+# The local multi-process topology: moto, Redis (started if REDIS_URL's local server is not up),
+# daphne on channels-redis and one SimFill process per region and AZ, under one supervisor.
+run-multi: $(STAMP) | var
+	$(PY) manage.py migrate --noinput -v 0
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} PORT=$(PORT) $(PY) manage.py run_multi --port $(PORT)
+
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \

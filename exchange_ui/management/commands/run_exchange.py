@@ -62,6 +62,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument(
+            "--remote-workers", default="", metavar="DIR",
+            help="the SimFill workers are processes run by `run_multi`; DIR holds its control files (simfill/remote.py)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Importing daphne.server installs the asyncio reactor: do it before anything else touches twisted.
@@ -93,6 +97,10 @@ class Command(BaseCommand):
                 reset_mirror()  # a fresh exchange: the mirror is rebuilt from its Streams
             logins = ensure_demo_users()
             runtime = Runtime.build(config)
+            if options["remote_workers"]:
+                from simfill.remote import attach_remote_workers
+
+                attach_remote_workers(runtime, Path(options["remote_workers"]))
             set_runtime(runtime)
 
             def on_ready() -> None:

@@ -1,0 +1,237 @@
+"""`make run-multi`: DESIGN.md's local multi-process topology under one supervisor.
+
+Children: a moto server (AWS), Redis (started only when REDIS_URL's local server is not
+answering), daphne serving the app (`run_exchange --remote-workers`, so the fault plane,
+the mirror, the sampler and the synthetic traders run there, the channel layer on
+channels-redis), and one `simfill_worker` process per region and AZ.
+
+The supervisor restarts a worker that dies, and obeys the daphne process's wishes for
+whole AZs through the control files of simfill/remote.py: AZ loss there stops the real
+worker processes of that AZ (SIGTERM to their pids) here, and the end of the fault
+starts them again. Ctrl-C (or SIGTERM) stops every child, workers first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from simfill.remote import DESIRED, STATUS, read_json, write_json
+from trading import aws
+from trading.config import BASE_DIR, VAR_DIR
+from trading.motoserver import MotoServer
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+POLL_S = 0.2
+RESTART_BACKOFF_S = 1.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    last_start: float = 0.0
+    region: str = ""
+    stop_signal: int = signal.SIGTERM
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.last_start = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.alive and self.process is not None else None
+
+    def terminate(self) -> None:
+        if self.alive and self.process is not None:
+            self.process.send_signal(self.stop_signal)
+
+    def wait(self, timeout_s: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Supervisor:
+    control_dir: Path
+    workers: dict[str, Child] = field(default_factory=dict)
+    others: list[Child] = field(default_factory=list)
+    stopping: bool = False
+
+    def publish_status(self, desired: dict[str, Any]) -> None:
+        write_json(
+            self.control_dir / STATUS,
+            {
+                az: {"pid": child.pid, "alive": child.alive, "region": child.region, "restarts": child.restarts, "wanted": desired.get(az, "up")}
+                for az, child in self.workers.items()
+            },
+        )
+
+    def reconcile_workers(self) -> None:
+        """Make the processes match what is wanted: down AZs stopped, the rest running."""
+        desired = read_json(self.control_dir / DESIRED)
+        for az, child in self.workers.items():
+            wanted_up = desired.get(az, "up") != "down"
+            if wanted_up and not child.alive and time.monotonic() - child.last_start >= RESTART_BACKOFF_S:
+                if child.process is not None:
+                    child.restarts += 1
+                child.start()
+            elif not wanted_up and child.alive:
+                child.terminate()
+        self.publish_status(desired)
+
+    def stop_all(self) -> None:
+        self.stopping = True
+        for child in self.workers.values():
+            child.terminate()
+        for child in self.workers.values():
+            child.wait(10)
+        for child in reversed(self.others):
+            child.terminate()
+            child.wait(15)
+        self.publish_status({})
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+class Command(BaseCommand):
+    help = "Run the local multi-process topology: moto, Redis, daphne and one SimFill process per AZ."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default="127.0.0.1")
+
+    def say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = settings.EXCHANGE
+        run_dir = VAR_DIR / "run_multi"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in (DESIRED, STATUS):
+            (run_dir / name).unlink(missing_ok=True)
+        redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+        supervisor = Supervisor(control_dir=run_dir)
+        moto: MotoServer | None = None
+
+        def on_signal(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        for signum in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a background start inherits it ignored
+            signal.signal(signum, on_signal)
+        try:
+            if not redis_answers(redis_url):
+                parsed = urlparse(redis_url)
+                if parsed.hostname not in {"127.0.0.1", "localhost"}:
+                    raise SystemExit(f"Redis at {redis_url} does not answer, and it is not local to start")
+                port = str(parsed.port or 6379)
+                redis_child = Child("redis", ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], dict(os.environ), run_dir / "redis.log")
+                redis_child.start()
+                supervisor.others.append(redis_child)
+                deadline = time.monotonic() + 10
+                while not redis_answers(redis_url):
+                    if time.monotonic() > deadline or not redis_child.alive:
+                        raise SystemExit(f"redis-server did not start; see {redis_child.log_path}")
+                    time.sleep(0.1)
+                self.say(f"Redis: started redis-server on port {port}")
+            else:
+                self.say(f"Redis: {redis_url} answers")
+
+            endpoint = config.endpoint_url
+            if not endpoint:
+                moto = MotoServer(log_path=run_dir / "moto.log").start()
+                endpoint = moto.url
+                aws.write_endpoint_file(endpoint)
+            self.say(f"AWS endpoint: {endpoint}")
+            env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+
+            from trading.mirror import reset_mirror
+            from trading.provision import bootstrap
+
+            aws.use_endpoint(endpoint)
+            bootstrap(config, say=lambda line: None)
+            if moto is not None:
+                reset_mirror()
+
+            manage = [sys.executable, str(BASE_DIR / "manage.py")]
+            daphne = Child(
+                "daphne",
+                manage + ["run_exchange", "--host", options["host"], "--port", str(options["port"]), "--remote-workers", str(run_dir)],
+                env,
+                run_dir / "daphne.log",
+                stop_signal=signal.SIGINT,  # run_exchange's Ctrl-C path stops its runtime cleanly
+            )
+            daphne.start()
+            supervisor.others.append(daphne)
+            for region in config.regions:
+                for az in config.azs(region):
+                    supervisor.workers[az] = Child(f"simfill-{az}", manage + ["simfill_worker", "--region", region, "--az", az], env, run_dir / f"simfill-{az}.log", region=region)
+            supervisor.reconcile_workers()
+            self.say(f"SimFill workers: {', '.join(f'{az} (pid {c.pid})' for az, c in supervisor.workers.items())}")
+
+            url = f"http://{options['host']}:{options['port']}/"
+            announced = False
+            while True:
+                if not daphne.alive:
+                    raise SystemExit(f"daphne exited ({daphne.process.returncode if daphne.process else '?'}); see {daphne.log_path}")
+                supervisor.reconcile_workers()
+                if not announced and _answers(url + "login/"):
+                    announced = True
+                    self.say(self.style.SUCCESS(f"Exchange failure dashboard (multi-process): {url}"))
+                    self.say(f"  logs and control files in {run_dir} · demo logins in {VAR_DIR / 'demo-logins.txt'} · Ctrl-C stops everything")
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.say("stopping …")
+            supervisor.stop_all()
+            if moto is not None:
+                moto.stop()
+                Path(aws.ENDPOINT_FILE).unlink(missing_ok=True)
+            self.say("stopped.")
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=0.5)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,58 @@
+"""`manage.py simfill_worker --region R --az AZ`: one SimFill task as its own process.
+
+What `make run-multi` starts once per region and AZ: long-polls the region's FIFO queue
+and fills what it receives (simfill.worker.AzWorker), publishing through the channel
+layer (channels-redis when REDIS_URL is set). SIGTERM or Ctrl-C stops it after the
+batch in hand; messages it held come back after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import signal
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from simfill.worker import AzWorker
+from trading import aws, events
+from trading.actions import Exchange
+
+
+class Command(BaseCommand):
+    help = "Run one SimFill worker (one region, one AZ) until SIGTERM."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--region", required=True)
+        parser.add_argument("--az", required=True)
+        parser.add_argument("--wait", type=int, default=2, help="SQS long-poll seconds")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = settings.EXCHANGE
+        region, az = options["region"], options["az"]
+        if region not in config.regions:
+            raise CommandError(f"{region} is not one of EXCHANGE_REGIONS ({', '.join(config.regions)})")
+        if az not in config.azs(region):
+            raise CommandError(f"{az} is not an AZ of {region} ({', '.join(config.azs(region))})")
+        if config.endpoint_url:
+            aws.use_endpoint(config.endpoint_url)
+        if config.redis_url:
+            from exchange_ui.push import ChannelLayerSink
+
+            events.add_sink(ChannelLayerSink())
+        exchange = Exchange(config=config)
+
+        def grid(symbol: str) -> tuple[Decimal, Decimal]:
+            market = config.market(symbol)
+            if market is None:
+                raise KeyError(symbol)
+            return market.tick, market.lot
+
+        worker = AzWorker(exchange.stores[region], exchange.queues[region], az, grid, wait_s=options["wait"])
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: worker.stop())
+        self.stdout.write(f"simfill worker {az} ({region}) running")
+        self.stdout.flush()
+        worker.run()
+        self.stdout.write(f"simfill worker {az} stopped after {worker.applied_count} message(s)")

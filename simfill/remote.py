@@ -1,0 +1,108 @@
+"""SimFill workers as separate processes (`make run-multi`): the control files between the
+daphne process (where the fault plane runs) and the supervisor (which owns the pids).
+
+The protocol is two small JSON files in one directory, each replaced atomically:
+
+- `desired.json`, written by the daphne process: {az: "up" | "down"}. AZ loss writes
+  "down"; the end of the fault writes "up". The supervisor polls it every 0.2 s.
+- `workers.json`, written by the supervisor: {az: {"pid": int | null, "alive": bool,
+  "region": str, "restarts": int}}. The daphne process reads it to show the worker dots;
+  tests read it to see the pids stop and come back.
+
+A worker the supervisor finds dead while its AZ is wanted "up" is restarted (a crash);
+one wanted "down" is stopped with SIGTERM and stays stopped until it is wanted again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DESIRED = "desired.json"
+STATUS = "workers.json"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data, sort_keys=True))
+    os.replace(partial, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class WorkerControl:
+    """The daphne side: ask for AZs up or down; read what the supervisor reports."""
+
+    def __init__(self, directory: Path, cache_s: float = 0.3):
+        self.directory = Path(directory)
+        self.cache_s = cache_s
+        self._status: dict[str, Any] = {}
+        self._read_at = 0.0
+
+    def want(self, az: str, up: bool) -> None:
+        desired = read_json(self.directory / DESIRED)
+        desired[az] = "up" if up else "down"
+        write_json(self.directory / DESIRED, desired)
+        self._read_at = 0.0
+
+    def status(self) -> dict[str, Any]:
+        if time.monotonic() - self._read_at > self.cache_s:
+            self._status = read_json(self.directory / STATUS)
+            self._read_at = time.monotonic()
+        return self._status
+
+    def alive(self, az: str) -> bool:
+        return bool(self.status().get(az, {}).get("alive"))
+
+
+class _ProcessHandle:
+    """Looks like a worker's thread to the fault plane: alive while the process runs."""
+
+    def __init__(self, control: WorkerControl, az: str):
+        self.control, self.az = control, az
+
+    def is_alive(self) -> bool:
+        return self.control.alive(self.az)
+
+
+class RemoteAzWorker:
+    """Stands in for simfill.worker.AzWorker in the daphne process; the real one is a process."""
+
+    def __init__(self, control: WorkerControl, az: str):
+        self.control = control
+        self.az = az
+        self.thread = _ProcessHandle(control, az)
+        self.slowdown_s = 0.0  # CPU stress is not forwarded to worker processes (see run_multi)
+        self.applied_count = 0
+        self.last_error = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.control.alive(self.az) and self.control.status().get(self.az, {}).get("wanted", "up") == "up"
+
+    def start(self) -> None:
+        self.control.want(self.az, up=True)
+
+    def stop(self) -> None:
+        self.control.want(self.az, up=False)
+
+
+def attach_remote_workers(runtime: Any, directory: Path) -> WorkerControl:
+    """Point the runtime's AZ workers (and the fault plane through it) at the supervisor."""
+    control = WorkerControl(directory)
+    for az in list(runtime.workers):
+        runtime.workers[az] = RemoteAzWorker(control, az)
+    # An AZ coming back is the supervisor's job, not a fresh thread in this process.
+    runtime.start_az = lambda az: control.want(az, up=True)
+    runtime.stop_az = lambda az: control.want(az, up=False)
+    return control

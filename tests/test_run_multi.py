@@ -1,0 +1,134 @@
+"""`make run-multi`: the supervisor, real worker processes per AZ, AZ loss stopping their pids."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from trading.motoserver import free_port
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not running: it waits for its parent to reap it
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Topology:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.var = Path(tempfile.mkdtemp(prefix="exchange-multi-"))
+        self.env = {
+            **os.environ,
+            "EXCHANGE_VAR_DIR": str(self.var),
+            "EXCHANGE_SYNTHETIC_RATE": "0",
+            # One region keeps the start-up (a Django process per worker) inside the test budget.
+            "EXCHANGE_REGIONS": "us-east-1",
+            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "DJANGO_SETTINGS_MODULE": "exchange_ui.settings",
+        }
+        self.env.pop("AWS_ENDPOINT_URL", None)
+        self.control = self.var / "run_multi"
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def start(self) -> Topology:
+        self.manage("migrate", "--noinput", "-v", "0")
+        self.token = self.manage("create_api_token", "sre", "--staff", "--create").strip().splitlines()[-1]
+        self.log = open(self.var / "supervisor.log", "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_multi", "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        wait_for(lambda: self.process.poll() is None and "Exchange failure dashboard (multi-process)" in self.read_log(), 60, 0.2, "the topology to serve")
+        return self
+
+    def read_log(self) -> str:
+        assert self.process.poll() is None, (self.var / "supervisor.log").read_text()
+        return (self.var / "supervisor.log").read_text()
+
+    def workers(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.control / "workers.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def topology() -> Any:
+    running = Topology().start()
+    yield running
+    running.stop()
+
+
+def test_it_fills_orders_in_worker_processes_and_stops_an_azs_pids_on_az_loss(topology: Topology) -> None:
+    workers = wait_for(lambda: (w := topology.workers()) and all(v["alive"] for v in w.values()) and w, 30, 0.2, "every worker up")
+    assert set(workers) == {"us-east-1a", "us-east-1b"}
+    pids = {az: w["pid"] for az, w in workers.items()}
+    assert all(pid_running(pid) and pid != topology.process.pid for pid in pids.values())
+
+    status, order = topology.call("POST", "/api/orders", {"symbol": "BTC-USD", "side": "BUY", "qty": "0.0100", "price": "50000.00"}, {"Idempotency-Key": uuid.uuid4().hex})
+    assert status == 201, order
+    filled = wait_for(lambda: (o := topology.call("GET", f"/api/orders/{order['order_id']}")[1]) and o["status"] != "ACCEPTED" and o, 30, 0.3, "the fill")
+    assert filled["status"] in {"FILLED", "CANCELLED"}
+
+    status, experiment = topology.call("POST", "/api/experiments", {"template": "az-loss", "duration": "PT8S"})
+    assert status == 201, experiment
+    lost = pids["us-east-1a"]
+    wait_for(lambda: not pid_running(lost) and not topology.workers()["us-east-1a"]["alive"], 15, 0.1, "the AZ's worker process to stop")
+    assert pid_running(pids["us-east-1b"])
+    status, region = topology.call("GET", "/api/regions")
+    assert status == 200 and {r["region"]: r["status"] for r in region["regions"]}["us-east-1"] == "degraded"
+
+    wait_for(lambda: topology.call("GET", f"/api/experiments/{experiment['id']}")[1]["state"]["status"] == "completed", 30, 0.3, "the experiment to end")
+    back = wait_for(lambda: (w := topology.workers()["us-east-1a"])["alive"] and w, 15, 0.1, "the AZ's worker to come back")
+    assert back["pid"] != lost and pid_running(back["pid"])
+
+    everything = [w["pid"] for w in topology.workers().values()]
+    topology.stop()
+    assert topology.process.returncode is not None
+    wait_for(lambda: not any(pid_running(pid) for pid in everything), 10, 0.1, "every worker process to exit with the supervisor")
