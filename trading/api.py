@@ -151,9 +151,7 @@ def post_order(request: HttpRequest) -> HttpResponse:
     except IdempotencyConflict as conflict:
         return error(422, "idempotency_key_reused", str(conflict), order_id=conflict.order.order_id)
     except RegionUnavailable as down:
-        response = error(503, "region_unavailable", str(down), region=down.region)
-        response["Retry-After"] = str(down.retry_after_s)
-        return response
+        return unavailable(down)
     return JsonResponse(order_json(order), status=201 if created else 200)
 
 
@@ -170,34 +168,40 @@ def list_orders(request: HttpRequest, limit: int = 100, symbol: str | None = Non
     return JsonResponse({"orders": [mirror_order_json(o) for o in query.order_by("-created_ms")[:limit]]})
 
 
+def visible_order(request: HttpRequest, order_id: str) -> Order | None:
+    """The order as its home region holds it, if the caller may see it."""
+    if len(order_id) > 64:
+        return None
+    hint = models.Order.objects.filter(pk=order_id).values_list("region", flat=True).first()
+    order = locate_order(get_exchange(), order_id, hint)
+    return order if order is not None and can_see(request, order.client) else None
+
+
+def unavailable(down: RegionUnavailable) -> JsonResponse:
+    response = error(503, "region_unavailable", str(down), region=down.region)
+    response["Retry-After"] = str(down.retry_after_s)
+    return response
+
+
 @router.get("/orders/{order_id}", summary="An order with its status history and fills")
 def get_order(request: HttpRequest, order_id: str) -> HttpResponse:
-    if len(order_id) > 64:
+    order = visible_order(request, order_id)
+    if order is None:
         return error(404, "not_found", "no such order")
     ex = get_exchange()
-    hint = models.Order.objects.filter(pk=order_id).values_list("region", flat=True).first()
-    order = locate_order(ex, order_id, hint)
-    if order is None or not can_see(request, order.client):
-        return error(404, "not_found", "no such order")
     fills = ex.stores[order.region].trades.for_order(order.order_id, order.region)
     return JsonResponse(order_json(order, fills))
 
 
 @router.delete("/orders/{order_id}", summary="Request a cancel (applied in order with the fill)")
 def delete_order(request: HttpRequest, order_id: str) -> HttpResponse:
-    if len(order_id) > 64:
-        return error(404, "not_found", "no such order")
-    ex = get_exchange()
-    hint = models.Order.objects.filter(pk=order_id).values_list("region", flat=True).first()
-    order = locate_order(ex, order_id, hint)
-    if order is None or not can_see(request, order.client):
+    order = visible_order(request, order_id)
+    if order is None:
         return error(404, "not_found", "no such order")
     try:
-        requested = cancel_order(ex, order)
+        requested = cancel_order(get_exchange(), order)
     except RegionUnavailable as down:
-        response = error(503, "region_unavailable", str(down), region=down.region)
-        response["Retry-After"] = str(down.retry_after_s)
-        return response
+        return unavailable(down)
     return JsonResponse(
         {
             "order_id": order.order_id,

@@ -144,6 +144,20 @@ def trade_from_item(item: dict[str, Any]) -> Trade:
 # --- tables ----------------------------------------------------------------------
 
 
+def scan_items(ddb: Any, table: str, pk_prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a table whose pk starts with `pk_prefix`, page by page."""
+    kwargs["TableName"] = table
+    while True:
+        page = ddb.scan(**kwargs)
+        for attrs in page.get("Items", []):
+            item = from_attrs(attrs)
+            if str(item.get("pk", "")).startswith(pk_prefix):
+                yield item
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 @dataclass(frozen=True)
 class OrderStore:
     region: str
@@ -187,18 +201,14 @@ class OrderStore:
 
     def outbox_pending(self, older_than_ms: int) -> Iterator[Order]:
         """Orders written but whose OrderAccepted send is not confirmed (a sparse attribute)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "attribute_exists(outboxPending) AND createdAt < :t",
-            "ExpressionAttributeValues": to_attrs({":t": older_than_ms}),
-        }
-        while True:
-            page = self._ddb.scan(**kwargs)
-            for attrs in page.get("Items", []):
-                yield order_from_item(from_attrs(attrs))
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in scan_items(
+            self._ddb,
+            self.table,
+            "ORDER#",
+            FilterExpression="attribute_exists(outboxPending) AND createdAt < :t",
+            ExpressionAttributeValues=to_attrs({":t": older_than_ms}),
+        ):
+            yield order_from_item(item)
 
     def finish(self, order: Order, change: StatusChange, filled_qty: Decimal) -> bool:
         """Set a final status, conditional on the order still being open; False if it was not."""
@@ -246,16 +256,8 @@ class OrderStore:
         return True
 
     def scan_all(self) -> Iterator[Order]:
-        kwargs: dict[str, Any] = {"TableName": self.table}
-        while True:
-            page = self._ddb.scan(**kwargs)
-            for attrs in page.get("Items", []):
-                item = from_attrs(attrs)
-                if str(item.get("pk", "")).startswith("ORDER#"):
-                    yield order_from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in scan_items(self._ddb, self.table, "ORDER#"):
+            yield order_from_item(item)
 
 
 @dataclass(frozen=True)
@@ -289,16 +291,8 @@ class TradeStore:
         return sorted(found, key=lambda t: t.fill_index)
 
     def scan_all(self) -> Iterator[Trade]:
-        kwargs: dict[str, Any] = {"TableName": self.table}
-        while True:
-            page = self._ddb.scan(**kwargs)
-            for attrs in page.get("Items", []):
-                item = from_attrs(attrs)
-                if str(item.get("pk", "")).startswith("TRADE#"):
-                    yield trade_from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in scan_items(self._ddb, self.table, "TRADE#"):
+            yield trade_from_item(item)
 
 
 @dataclass(frozen=True)
