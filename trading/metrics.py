@@ -33,11 +33,12 @@ class RollingWindow:
             while len(self._samples) > self.max_samples:
                 self._samples.popleft()
 
-    def values(self, now_s: float) -> list[float]:
+    def values(self, now_s: float, within_s: float | None = None) -> list[float]:
         with self._lock:
             while self._samples and self._samples[0][0] < now_s - self.window_s:
                 self._samples.popleft()
-            return [v for _, v in self._samples]
+            since = now_s - within_s if within_s is not None else float("-inf")
+            return [v for t, v in self._samples if t >= since]
 
 
 @dataclass
@@ -52,12 +53,14 @@ class Metrics:
             window = self.time_to_accept.setdefault(region, RollingWindow())
         window.add(now_s, ms)
 
-    def accept_percentiles(self, now_s: float, region: str | None = None) -> tuple[float | None, float | None]:
+    def accept_percentiles(
+        self, now_s: float, region: str | None = None, within_s: float | None = None
+    ) -> tuple[float | None, float | None]:
         with self._lock:
             windows = [w for r, w in self.time_to_accept.items() if region is None or r == region]
         values: list[float] = []
         for window in windows:
-            values.extend(window.values(now_s))
+            values.extend(window.values(now_s, within_s))
         p50, p99 = percentile(values, 50), percentile(values, 99)
         return (round(p50, 1) if p50 is not None else None, round(p99, 1) if p99 is not None else None)
 
