@@ -642,7 +642,7 @@ def record_json(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def conflict_acceptances(items: Iterable[Mapping[str, Any]]) -> list[Acceptance]:
     """Every region copy that conflict records witnessed (the copies LWW overwrote)."""
-    out = []
+    out: list[Acceptance] = []
     for item in items:
         if item.get("recordType") == RECORD_CONFLICT:
             out.extend(acceptance_from_item(a) for a in item.get("acceptances", []))

@@ -218,7 +218,7 @@ def validate_idempotency_key(key: Any) -> str:
         errors.add("Idempotency-Key", f"Must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters.")
     elif not key.isprintable():
         errors.add("Idempotency-Key", "Must be printable text.")
-    if errors:
+    if errors or not isinstance(key, str):
         raise errors
     return key.strip()
 
