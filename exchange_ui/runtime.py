@@ -234,7 +234,17 @@ class Runtime:
             replacement.start()
 
     def _sweep_loop(self) -> None:
+        # The sweep scans the orders tables, so it runs when a send has failed since the
+        # last sweep, and otherwise once a minute (and once at start) as a safety net
+        # for sends a crashed process never confirmed.
+        seen_failures, last_full = -1, 0.0
         while not self.stop_event.wait(2.0):
+            failures = self.exchange.unconfirmed_sends
+            if failures == seen_failures and time.monotonic() - last_full < 60:
+                continue
+            if failures != seen_failures and time.time() - self.exchange.last_unconfirmed_s < 2.5:
+                continue  # the sweep re-sends orders older than 2 s: let the newest one age
+            seen_failures, last_full = failures, time.monotonic()
             try:
                 sent = sweep_outbox(self.exchange)
                 if sent:

@@ -67,6 +67,9 @@ class Exchange:
     queues: dict[str, OrderQueue] = field(default_factory=dict)
     _az_cycle: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Sends that failed after their order was written: the outbox sweep's cue.
+    unconfirmed_sends: int = 0
+    last_unconfirmed_s: float = 0.0
     # Set by the fault plane: is the region reachable, which AZs are up.
     region_up: Callable[[str], bool] = lambda region: True
     az_up: Callable[[str], bool] = lambda az: True
@@ -103,6 +106,9 @@ def _send_accepted(ex: Exchange, order: Order) -> bool:
         ex.queues[order.region].send(message, group_id=order.symbol, dedup_id=message["event_id"])
         ex.stores[order.region].orders.clear_outbox(order.order_id)
     except (BotoCoreError, ClientError):
+        with ex._lock:
+            ex.unconfirmed_sends += 1
+            ex.last_unconfirmed_s = ex.clock()
         log.warning("OrderAccepted send failed for %s; the outbox sweep will re-send it", order.order_id, exc_info=True)
         return False
     return True
