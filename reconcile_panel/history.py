@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -231,14 +231,14 @@ def _check_sequences(
                 report.add(
                     "seq_monotonic",
                     f"{symbol} in {region}: seq {after.seq} names orders {before.order_id} and {after.order_id}",
-                    {"orders": [before.__dict__, after.__dict__]},
+                    {"orders": [asdict(before), asdict(after)]},
                 )
             elif after.accept_ms + history.seq_skew_ms < before.accept_ms:
                 report.add(
                     "seq_monotonic",
                     f"{symbol} in {region}: seq {after.seq} was accepted at {after.accept_ms}, "
                     f"before seq {before.seq} at {before.accept_ms}",
-                    {"orders": [before.__dict__, after.__dict__]},
+                    {"orders": [asdict(before), asdict(after)]},
                 )
     trade_seq: dict[tuple[str, str, int], set[str]] = defaultdict(set)
     for item in trades.values():

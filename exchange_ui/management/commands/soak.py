@@ -1,0 +1,350 @@
+"""`make soak SEED=<n> ORDERS=<n>`: a seeded game day on the embedded default.
+
+A fresh moto server (a child process) as AWS, the runtime as `make run` builds it
+(SimFill tasks per AZ, the fault plane and runner, the replicator and the reconcile
+worker), and the seeded synthetic traders' order stream submitted at a steady rate
+while every built-in experiment runs on a schedule derived from the seed, overlapping
+where the seed says so. A trader refused with 503 retries later with the same
+idempotency key, as a client would. Afterwards the faults are gone, the queues drain,
+replication and reconciliation settle, and check_history judges what every region
+recorded: 0 accepted orders lost, 0 double fills left, regions converged.
+
+Prints the seed, the schedule and the counts; exits 1 when an invariant fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from itertools import islice
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from trading import aws
+
+log = logging.getLogger(__name__)
+
+# Experiments take part of the window each, so several overlap; all end before the orders do.
+SLOT_SHARE = (0.08, 0.22)
+MIN_SLOT_S = 3
+RETRIES = 6
+
+
+@dataclass(frozen=True)
+class Slot:
+    template: str
+    start_s: float
+    duration_s: int
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "start_s": self.start_s, "duration_s": self.duration_s}
+
+
+def game_day_schedule(seed: int, window_s: float, template_ids: list[str]) -> list[Slot]:
+    """Every template once, at a start and for a duration the seed decides. Pure."""
+    rng = random.Random(f"game-day:{seed}")
+    order = sorted(template_ids)
+    rng.shuffle(order)
+    slots = []
+    for template in order:
+        duration = max(MIN_SLOT_S, round(window_s * rng.uniform(*SLOT_SHARE)))
+        latest = max(0.05 * window_s, 0.9 * window_s - duration)
+        start = round(rng.uniform(0.05 * window_s, latest), 1)
+        slots.append(Slot(template, start, duration))
+    return sorted(slots, key=lambda s: (s.start_s, s.template))
+
+
+def overlaps(schedule: list[Slot]) -> list[tuple[str, str]]:
+    return [(a.template, b.template) for i, a in enumerate(schedule) for b in schedule[i + 1 :] if b.start_s < a.end_s]
+
+
+def tape_digest(trades: list[dict[str, Any]]) -> str:
+    """What SimFill decided, independent of where and when: (order, fill index, qty, price)."""
+    rows = sorted((str(t["orderId"]), int(t["fillIndex"]), format(Decimal(t["qty"]), "f"), format(Decimal(t["price"]), "f")) for t in trades)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+class Traders:
+    """The synthetic traders' stream, submitted by a few threads at a steady total rate."""
+
+    def __init__(self, exchange: Any, intents: list[Any], rate: float, threads: int = 2):
+        self.exchange = exchange
+        self.intents = intents
+        self.rate = rate
+        self.threads = threads
+        self.accepted: dict[str, Any] = {}  # order_id -> Order
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._retry: list[tuple[float, Any, int]] = []
+
+    def _take(self) -> tuple[Any, int] | None:
+        with self._lock:
+            now = time.monotonic()
+            for index, (due, intent, attempt) in enumerate(self._retry):
+                if due <= now:
+                    del self._retry[index]
+                    return intent, attempt
+            if self._next < len(self.intents):
+                intent = self.intents[self._next]
+                self._next += 1
+                return intent, 0
+            return None
+
+    def _pending(self) -> bool:
+        with self._lock:
+            return bool(self._retry) or self._next < len(self.intents)
+
+    def run(self, started: float) -> None:
+        from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
+
+        interval = 1.0 / self.rate
+        sent = 0
+        while self._pending():
+            taken = self._take()
+            if taken is None:
+                time.sleep(0.05)
+                continue
+            intent, attempt = taken
+            if attempt == 0:
+                # Pace first attempts only: the stream keeps its rate whatever the faults do.
+                with self._lock:
+                    slot = self._next - 1
+                delay = started + slot * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            try:
+                order, created = submit_order(self.exchange, intent.client, intent.payload, intent.idempotency_key)
+            except RegionUnavailable:
+                with self._lock:
+                    if attempt + 1 < RETRIES:
+                        self.counts["retried"] += 1
+                        self._retry.append((time.monotonic() + 1.0 * (attempt + 1), intent, attempt + 1))
+                    else:
+                        self.counts["refused"] += 1
+                continue
+            except IdempotencyConflict:
+                with self._lock:
+                    self.counts["conflict"] += 1
+                continue
+            except Exception:
+                log.exception("order %s failed", intent.idempotency_key)
+                with self._lock:
+                    self.counts["error"] += 1
+                continue
+            with self._lock:
+                self.accepted[order.order_id] = order
+                self.counts["accepted" if created else "replayed"] += 1
+                if order.history and "rerouted" in order.history[0].note:
+                    self.counts["rerouted"] += 1
+            sent += 1
+
+    def submit_all(self) -> None:
+        started = time.monotonic()
+        workers = [threading.Thread(target=self.run, args=(started,), name=f"trader-{n}", daemon=True) for n in range(self.threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+
+class Command(BaseCommand):
+    help = "A seeded game day: synthetic orders under every built-in experiment, then check_history."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--orders", type=int, default=1000)
+        parser.add_argument("--rate", type=float, default=12.0, help="orders/s from the synthetic traders")
+        parser.add_argument("--settle-timeout", type=float, default=180.0)
+        parser.add_argument("--json", dest="json_path", default="", help="also write the report as JSON here")
+
+    def say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for noisy in ("botocore", "urllib3", "faults", "simfill", "trading", "reconcile_panel", "exchange_ui.runtime"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        report = self.game_day(options["seed"], options["orders"], options["rate"], options["settle_timeout"])
+        if options["json_path"]:
+            with open(options["json_path"], "w") as out:
+                json.dump(report, out, indent=2, sort_keys=True)
+        if not report["ok"]:
+            self.say(self.style.ERROR("soak: an invariant failed"))
+            sys.exit(1)
+        self.say(self.style.SUCCESS("soak: every invariant holds"))
+
+    def game_day(self, seed: int, orders: int, rate: float, settle_timeout: float) -> dict[str, Any]:
+        from exchange_ui.runtime import Runtime, set_runtime
+        from faults.templates import builtin_templates
+        from reconcile_panel.history import check
+        from reconcile_panel.provision import ensure_reconcile_tables
+        from reconcile_panel.store import load_history
+        from trading.config import VAR_DIR
+        from trading.motoserver import MotoServer
+        from trading.provision import bootstrap
+        from trading.queue import forget_urls
+        from trading.synthetic import intents
+
+        call_command("migrate", verbosity=0, interactive=False)
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        moto = MotoServer(log_path=VAR_DIR / "soak-moto.log").start()
+        aws.use_endpoint(moto.url)
+        forget_urls()
+        config = replace(settings.EXCHANGE, seed=seed, synthetic_rate=Decimal(0), endpoint_url=moto.url)
+        window_s = orders / rate
+        template_ids = [t.id for t in builtin_templates(config)]
+        schedule = game_day_schedule(seed, window_s, template_ids)
+        self.say(f"soak: seed {seed}, {orders} orders at {rate:g}/s over {window_s:.0f} s, regions {', '.join(config.regions)}")
+        self.say("schedule (seconds from the first order):")
+        for slot in schedule:
+            self.say(f"  {slot.start_s:7.1f} -> {slot.end_s:7.1f}  {slot.template}")
+        self.say(f"  overlapping: {', '.join('+'.join(p) for p in overlaps(schedule)) or 'none'}")
+        runtime = None
+        try:
+            bootstrap(config, say=lambda line: None)
+            ensure_reconcile_tables(config)
+            runtime = Runtime.build(config, with_mirror=False)
+            set_runtime(runtime)
+            runtime.start(synthetic=False)
+            stream = list(islice(intents(config, seed), orders))
+            traders = Traders(runtime.exchange, stream, rate)
+            started = time.monotonic()
+            experiments = self._run_schedule(runtime, schedule, started)
+            traders.submit_all()
+            for thread in experiments:
+                thread.join()
+            submitted_s = time.monotonic() - started
+            runtime.runner.stop_all("The game day is over.")
+            self.say(f"orders submitted in {submitted_s:.1f} s: {dict(sorted(traders.counts.items()))}")
+            settle_s = self._settle(runtime, traders, settle_timeout)
+            history = load_history(config)
+            result = check(history)
+        finally:
+            if runtime is not None:
+                runtime.stop()
+                set_runtime(None)
+            aws.use_endpoint(None)
+            moto.stop()
+        return self._report(seed, orders, rate, schedule, traders, history, result, submitted_s, settle_s, runtime)
+
+    def _run_schedule(self, runtime: Any, schedule: list[Slot], started: float) -> list[threading.Thread]:
+        self.experiment_log: list[dict[str, Any]] = []
+
+        def run(slot: Slot) -> None:
+            delay = started + slot.start_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                snapshot = runtime.runner.submit({"template": slot.template, "duration": f"PT{slot.duration_s}S"})
+                self.experiment_log.append({"template": slot.template, "id": snapshot["id"]})
+            except Exception as error:  # a refused template is a finding, not a crash
+                self.experiment_log.append({"template": slot.template, "error": str(error)})
+
+        threads = [threading.Thread(target=run, args=(slot,), name=f"game-day-{slot.template}", daemon=True) for slot in schedule]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _settle(self, runtime: Any, traders: Traders, timeout_s: float) -> float:
+        """Wait until no fault is left, every accepted order is final where it was accepted,
+        replication has drained and the reconciler has written its decisions."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        by_region: dict[str, set[str]] = {}
+        for order in traders.accepted.values():
+            by_region.setdefault(order.region, set()).add(order.order_id)
+        while True:
+            open_orders = 0
+            for region, ids in by_region.items():
+                for order in runtime.exchange.stores[region].orders.scan_all():
+                    if order.order_id in ids and order.region == region and order.is_open:
+                        open_orders += 1
+            stopped = runtime.plane.pending_restarts()
+            if open_orders == 0 and not stopped:
+                break
+            if time.monotonic() > deadline:
+                self.say(f"settle: {open_orders} order(s) still open, workers stopped: {stopped}")
+                break
+            time.sleep(1.0)
+        runtime.replicator.drain(timeout_s=max(10.0, deadline - time.monotonic()))
+        for _ in range(5):
+            runtime.reconciler.run_once()
+            moved = runtime.replicator.drain(timeout_s=max(10.0, deadline - time.monotonic()))
+            if moved == 0:
+                break
+        return time.monotonic() - started
+
+    def _report(
+        self,
+        seed: int,
+        orders: int,
+        rate: float,
+        schedule: list[Slot],
+        traders: Traders,
+        history: Any,
+        result: dict[str, Any],
+        submitted_s: float,
+        settle_s: float,
+        runtime: Any,
+    ) -> dict[str, Any]:
+        rules = Counter(result.get("counts", {}))
+        lost = [
+            order_id
+            for order_id in traders.accepted
+            if not any(f"ORDER#{order_id}" in history.tables[r]["orders"] for r in history.regions)
+        ]
+        trades = {pk: item for r in history.regions for pk, item in history.tables[r]["trades"].items()}
+        records = Counter(str(item.get("recordType")) for r in history.regions[:1] for item in history.tables[r]["reconcile"].values())
+        counts = {
+            "orders_intended": orders,
+            "accepted": len(traders.accepted),
+            "refused_after_retries": traders.counts["refused"],
+            "retries": traders.counts["retried"],
+            "rerouted": traders.counts["rerouted"],
+            "trades": len(trades),
+            "accepted_orders_lost": len(lost),
+            "double_fills_left": rules["no_overfill"],
+            "regions_diverging_items": rules["regions_identical"],
+            "orders_missing_or_open_in_a_region": rules["order_in_every_region"],
+            "conflicts_recorded": records["CONFLICT"],
+            "compensations_recorded": records["COMPENSATION"],
+            "adjustments_recorded": records["ADJUSTMENT"],
+            "faults_injected": dict(runtime.plane.injected),
+        }
+        ok = bool(result["ok"]) and not lost
+        self.say(f"settled in {settle_s:.1f} s; check_history: {'ok' if result['ok'] else 'VIOLATIONS ' + json.dumps(dict(rules))}")
+        for name, value in counts.items():
+            self.say(f"  {name}: {value}")
+        self.say(f"  tape digest (order, fill, qty, price): {tape_digest(list(trades.values()))}")
+        for violation in result["violations"][:20]:
+            self.say(f"  - [{violation['rule']}] {violation['detail']}")
+        return {
+            "seed": seed,
+            "orders": orders,
+            "rate": rate,
+            "ok": ok,
+            "schedule": [s.as_dict() for s in schedule],
+            "experiments": self.experiment_log,
+            "counts": counts,
+            "submitted_s": round(submitted_s, 2),
+            "settle_s": round(settle_s, 2),
+            "tape_digest": tape_digest(list(trades.values())),
+            "violations": result["violations"][:50],
+            "lost": lost[:50],
+        }
