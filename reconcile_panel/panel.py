@@ -268,11 +268,11 @@ def side_by_side(tapes: Mapping[str, list[Mapping[str, Any]]], marks: Mapping[st
 
 
 def trade_marks(conflicts: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """trade id -> conflicted | compensated | corrected, from the conflict rows."""
+    """trade id -> standing | conflicted | compensated | corrected, from the conflict rows."""
     marks: dict[str, str] = {}
     for row in conflicts:
         for trade_id in row.get("trade_ids", []):
-            marks.setdefault(trade_id, "conflicted")
+            marks.setdefault(trade_id, "standing" if trade_id in row.get("standing_trade_ids", []) else "conflicted")
         for comp in row.get("compensations", []):
             marks[comp["trade_id"]] = "compensated" if comp["exec_type"] == "H" else "corrected"
     return marks

@@ -85,7 +85,8 @@ def reconcile_panel(request: HttpRequest) -> HttpResponse:
         return render(request, "reconcile_panel/panel.html#results", {**context, "oob": True}, status=status)
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "reconcile-results":
         response = render(request, "reconcile_panel/panel.html#results", context, status=status)
-        response["HX-Push-Url"] = request.get_full_path()  # the filtered view keeps its address
+        if request.headers.get("HX-Trigger") == "reconcile-filters":
+            response["HX-Push-Url"] = request.get_full_path()  # the filtered view keeps its address
         return response
     return render(request, "reconcile_panel/panel.html", {**context, **live_metrics()}, status=status)
 

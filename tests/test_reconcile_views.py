@@ -126,7 +126,7 @@ def test_it_lists_each_conflict_with_its_decision_and_compensations(ops: Client,
 
 
 def test_it_filters_by_kind_account_and_region_over_htmx(ops: Client) -> None:
-    by_kind = ops.get("/reconcile/?kind=over_limit", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="reconcile-results")
+    by_kind = ops.get("/reconcile/?kind=over_limit", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="reconcile-results", HTTP_HX_TRIGGER="reconcile-filters")
     body = by_kind.content.decode()
     assert by_kind.status_code == 200
     assert body.lstrip().startswith('<div id="reconcile-results"')
@@ -185,7 +185,7 @@ def test_it_keeps_the_regions_tapes_side_by_side(ops: Client, reconciled: Simple
     page = ops.get("/reconcile/tapes/").content.decode()
     east, west = reconciled.config.regions
     assert f">{east}</th>" in page and f">{west}</th>" in page
-    assert "mark-compensated" in page and "mark-conflicted" in page
+    assert "mark-compensated" in page and "mark-standing" in page
     assert 'id="diverged-count" class="">diverged <b class="num">0</b>' in page  # converged after the heal
 
 
@@ -228,4 +228,5 @@ def test_it_pushes_conflicts_compensations_and_adjustments_as_rows(reconciled: S
     assert f'id="reorg-{conflict["conflict_id"]}"' in public and 'data-reorg="conflicted"' in public
     assert f'data-trades="{comp["trade_id"]}"' in public and 'data-reorg="compensated"' in public
     assert 'id="conflict-' not in public and 'id="comp-' not in public and 'id="adj-' not in public
-    assert 'id="mine-refresh"' in public
+    assert 'id="mine-refresh"' in public and 'id="panel-refresh"' not in public
+    assert 'id="panel-refresh"' in staff and 'hx-include="#reconcile-filters"' in staff

@@ -81,9 +81,12 @@ def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool, 
             parts.append(render_to_string("trading/fragments.html#metrics", {"m": event["data"], "oob": True}))
         elif kind in RECONCILE_TYPES:
             parts.append(render_reconcile_event(event, staff))
+    # Counts and totals are sums over the records: the pages re-fetch them (at most once per
+    # frame) under their own filters rather than patching numbers here.
+    if staff and any(event["type"] in RECONCILE_TYPES for event in batch):
+        parts.append(render_to_string("reconcile_panel/fragments.html#panel-refresh"))
     if any(event["type"] == ev.PNL_ADJUSTED for event in batch):
-        # Totals are sums over the ledger: the pages re-fetch them (once per frame) under their own filters.
-        parts.append(render_to_string("reconcile_panel/fragments.html#ledger-refresh"))
+        parts.append(render_to_string("reconcile_panel/fragments.html#mine-refresh"))
     experiments = [event for event in batch if event["type"] == ev.EXPERIMENT_STATE]
     if experiments:
         parts.append(render_experiments(experiments))
