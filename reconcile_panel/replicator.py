@@ -56,8 +56,12 @@ class PairStats:
     applied: int = 0
     skipped: int = 0
     last_lag_ms: float = 0.0
+    last_applied_s: float = 0.0
     errors: int = 0
     last_error: str = ""
+
+
+LAG_MEMORY_S = 5.0
 
 
 @dataclass
@@ -127,7 +131,10 @@ class Replicator:
                 return 0.0
             if queue:
                 return max(0.0, self.clock() * 1000 - queue[0].written_ms)
-            return self.stats[(src, dst)].last_lag_ms
+            stats = self.stats[(src, dst)]
+            # Caught up: the last record's lag while it is recent (CloudWatch's
+            # ReplicationLatency), then 0 rather than a stale figure after a heal.
+            return stats.last_lag_ms if self.clock() - stats.last_applied_s <= LAG_MEMORY_S else 0.0
 
     def backlog_size(self, src: str, dst: str) -> int:
         return len(self.backlog.get((src, dst), ()))
@@ -221,6 +228,7 @@ class Replicator:
                     else:
                         stats.skipped += 1
                     stats.last_lag_ms = max(0.0, self.clock() * 1000 - pending.written_ms)
+                    stats.last_applied_s = self.clock()
                 done += 1
         return done
 
