@@ -51,11 +51,23 @@ def staff_required(view: View) -> View:
 
 
 def read_records(config: ExchangeConfig) -> list[dict[str, Any]]:
-    return list(ReconcileStore.for_region(config.regions[0], config.table_prefix).scan_all())
+    """The records from the home region, or from a replica when the home region is down."""
+    from exchange_ui.runtime import get_exchange
+
+    region_up = get_exchange().region_up
+    last_error: Exception | None = None
+    # Healthy regions first: a call to a down one only fails after the SDK's retries.
+    for region in sorted(config.regions, key=lambda r: not region_up(r)):
+        try:
+            return list(ReconcileStore.for_region(region, config.table_prefix).scan_all())
+        except (BotoCoreError, ClientError) as error:
+            last_error = error
+    assert last_error is not None
+    raise last_error
 
 
 def unavailable(error: Exception) -> str:
-    return f"The reconcile records cannot be read right now ({type(error).__name__}: {str(error)[:160]})."
+    return "The reconcile records cannot be read right now: no region answered. They are kept; this view comes back when a region does."
 
 
 def live_metrics() -> dict[str, Any]:
