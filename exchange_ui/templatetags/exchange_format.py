@@ -22,6 +22,13 @@ def ms_time(value: Any) -> str:
 
 
 @register.filter
+def hms(value: Any) -> str:
+    """Epoch milliseconds as HH:MM:SS (UTC): the tables' compact time."""
+    text = ms_time(value)
+    return text.split(".", 1)[0]
+
+
+@register.filter
 def ms_or_dash(value: Any) -> str:
     if value is None or value == "":
         return "–"
