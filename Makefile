@@ -47,3 +47,13 @@ check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var
+
+# Measurement: every timing against a floor measured in the same run (bench/REPORT.md).
+bench: $(STAMP) chromium | var
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+# A seeded game day: SEED picks the fault schedule, ORDERS the synthetic order count.
+SEED ?= 1
+ORDERS ?= 1000
+soak: $(STAMP) | var
+	$(PY) manage.py soak --seed $(SEED) --orders $(ORDERS) $(SOAK_ARGS)

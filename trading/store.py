@@ -6,6 +6,7 @@ numbers are DynamoDB N (Decimal in and out, never float).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -302,6 +303,15 @@ class SequenceStore:
 
     def next_seq(self, symbol: str) -> int:
         """An atomic counter per market: gaps are allowed, order is never broken."""
+        if "amazonaws.com" in aws.client("dynamodb", self.region).meta.endpoint_url:
+            return self._add_one(symbol)
+        # moto applies concurrent UpdateItem ADDs without a lock and hands two callers the
+        # same number (measured: 11 duplicates in 400 over 4 threads); DynamoDB never does.
+        # Against an emulator, one process allocates one number at a time.
+        with _emulator_seq_lock:
+            return self._add_one(symbol)
+
+    def _add_one(self, symbol: str) -> int:
         response = aws.client("dynamodb", self.region).update_item(
             TableName=self.table,
             Key=to_attrs({"pk": f"SEQ#{symbol}"}),
@@ -310,6 +320,9 @@ class SequenceStore:
             ReturnValues="UPDATED_NEW",
         )
         return int(from_attrs(response["Attributes"])["seq"])
+
+
+_emulator_seq_lock = threading.Lock()
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,8 @@ class Command(BaseCommand):
         from trading.queue import forget_urls
         from trading.synthetic import intents
 
-        call_command("migrate", verbosity=0, interactive=False)
         VAR_DIR.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", verbosity=0, interactive=False)
         moto = MotoServer(log_path=VAR_DIR / "soak-moto.log").start()
         aws.use_endpoint(moto.url)
         forget_urls()
