@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from simfill.worker import AzWorker
-from trading import events
+from trading import aws, events
 from trading.actions import Exchange, sweep_outbox
 from trading.config import ExchangeConfig, env_int
 from trading.metrics import METRICS
@@ -57,6 +57,7 @@ class Runtime:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    _throttled_at_sample: int = 0
     started: bool = False
     plane: Any = None  # faults.injection.FaultPlane
     runner: Any = None  # faults.runner.ExperimentRunner
@@ -253,7 +254,14 @@ class Runtime:
                 log.exception("outbox sweep failed")
 
     def _sample_loop(self) -> None:
-        while not self.stop_event.wait(1.0):
+        # Once a second; sooner when the SDK starts seeing throttles, so the banner follows
+        # a throttling fault within a fraction of a second rather than at the next tick.
+        last = time.monotonic()
+        while not self.stop_event.wait(0.1):
+            now = time.monotonic()
+            if now - last < 1.0 and aws.throttled_calls() == self._throttled_at_sample:
+                continue
+            last = now
             try:
                 self.sample()
             except Exception:
@@ -294,6 +302,10 @@ class Runtime:
         reasons = []
         if queued >= BACKPRESSURE_QUEUED:
             reasons.append(f"{queued} events queued")
+        throttled = aws.throttled_calls()
+        if throttled > self._throttled_at_sample:
+            reasons.append(f"{throttled - self._throttled_at_sample} AWS call(s) throttled since the last sample")
+        self._throttled_at_sample = throttled
         recent_p50, _ = METRICS.accept_percentiles(now, within_s=BACKPRESSURE_WINDOW_S)
         if recent_p50 is not None and recent_p50 >= BACKPRESSURE_ACCEPT_MS:
             reasons.append(f"time-to-accept {recent_p50:.0f} ms (median, last {BACKPRESSURE_WINDOW_S:.0f} s)")

@@ -95,6 +95,24 @@ def _dispatch(service: str, region: str, request: Any, event_name: str = "", **_
     return None
 
 
+THROTTLE_CODES = frozenset({"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "Throttling"})
+_throttled = 0
+
+
+def _count_throttle(response: Any = None, **_: Any) -> None:
+    """Every throttled attempt the SDK sees (and will retry): the backpressure signal."""
+    global _throttled
+    if isinstance(response, tuple) and len(response) == 2 and isinstance(response[1], dict):
+        if response[1].get("Error", {}).get("Code") in THROTTLE_CODES:
+            _throttled += 1
+    return None
+
+
+def throttled_calls() -> int:
+    """Throttled AWS attempts since the process started (a counter; read it twice for a rate)."""
+    return _throttled
+
+
 def client(service: str, region: str) -> Any:
     key = (service, region)
     found = _clients.get(key)
@@ -126,6 +144,7 @@ def client(service: str, region: str) -> Any:
             return _dispatch(service, region, request, event_name=event_name)
 
         made.meta.events.register("before-send", on_before_send)
+        made.meta.events.register("needs-retry", _count_throttle)
         _clients[key] = made
         return made
 
