@@ -106,6 +106,11 @@ class Traders:
                 return intent, 0
             return None
 
+    def progress(self) -> float:
+        """The share of the stream sent at least once."""
+        with self._lock:
+            return self._next / max(1, len(self.intents))
+
     def _pending(self) -> bool:
         with self._lock:
             return bool(self._retry) or self._next < len(self.intents)
@@ -211,7 +216,7 @@ class Command(BaseCommand):
         template_ids = [t.id for t in builtin_templates(config)]
         schedule = game_day_schedule(seed, window_s, template_ids)
         self.say(f"soak: seed {seed}, {orders} orders at {rate:g}/s over {window_s:.0f} s, regions {', '.join(config.regions)}")
-        self.say("schedule (seconds from the first order):")
+        self.say("schedule (seconds into the order stream at the nominal rate; an experiment starts when the stream gets there):")
         for slot in schedule:
             self.say(f"  {slot.start_s:7.1f} -> {slot.end_s:7.1f}  {slot.template}")
         self.say(f"  overlapping: {', '.join('+'.join(p) for p in overlaps(schedule)) or 'none'}")
@@ -225,7 +230,7 @@ class Command(BaseCommand):
             stream = list(islice(intents(config, seed), orders))
             traders = Traders(runtime.exchange, stream, rate)
             started = time.monotonic()
-            experiments = self._run_schedule(runtime, schedule, started)
+            experiments = self._run_schedule(runtime, schedule, traders, window_s)
             traders.submit_all()
             for thread in experiments:
                 thread.join()
@@ -243,13 +248,15 @@ class Command(BaseCommand):
             moto.stop()
         return self._report(seed, orders, rate, schedule, traders, history, result, submitted_s, settle_s, runtime)
 
-    def _run_schedule(self, runtime: Any, schedule: list[Slot], started: float) -> list[threading.Thread]:
+    def _run_schedule(self, runtime: Any, schedule: list[Slot], traders: Traders, window_s: float) -> list[threading.Thread]:
+        """Start each experiment when the order stream reaches its point in the window: where
+        the exchange cannot keep the rate, the schedule stretches with the stream, so the same
+        seed puts the same faults over the same orders."""
         self.experiment_log: list[dict[str, Any]] = []
 
         def run(slot: Slot) -> None:
-            delay = started + slot.start_s - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            while traders.progress() < slot.start_s / window_s:
+                time.sleep(0.05)
             try:
                 snapshot = runtime.runner.submit({"template": slot.template, "duration": f"PT{slot.duration_s}S"})
                 self.experiment_log.append({"template": slot.template, "id": snapshot["id"]})
