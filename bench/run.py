@@ -1109,12 +1109,13 @@ def merge_previous(res: Results, out: Path, only: set[str]) -> None:
     previous = json.loads(raw.read_text())
     res.rows = [r for r in previous["rows"] if r["section"] and r["section"] not in only] + res.rows
     for key in ("notes", "tables", "charts"):
-        merged = {k: v for k, v in previous.get(key, {}).items() if k not in only and not k.startswith("_")}
+        merged = {k: v for k, v in previous.get(key, {}).items() if k not in only and (not k.startswith("_") or not only)}
         merged.update(getattr(res, key))
         setattr(res, key, merged)
 
 
 def write_report(res: Results, out: Path, started: float, smoke: bool, analysis: str) -> None:
+    res.notes.setdefault("_elapsed", [f"{time.time() - started:.0f}"])
     order = list(SECTIONS)
     res.rows.sort(key=lambda r: order.index(r["section"]) if r["section"] in order else len(order))
     (out / "raw.json").write_text(json.dumps({"rows": res.rows, "notes": res.notes, "tables": res.tables, "charts": res.charts}, indent=1) + "\n")
@@ -1124,7 +1125,7 @@ def write_report(res: Results, out: Path, started: float, smoke: bool, analysis:
         "# Bench report" + (" (smoke sizes: not a measurement)" if smoke else ""),
         "",
         f"`make bench` on {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
-        f"load average at start {res.notes.get('_load', ['?'])[0]}, {time.time() - started:.0f} s in all. The machine is shared: "
+        f"load average at start {res.notes.get('_load', ['?'])[0]}, {res.notes.get('_elapsed', [f'{time.time() - started:.0f}'])[0]} s in all. The machine is shared: "
         "every timing is read against a floor measured in the same run (the ratio column), not as an absolute.",
         "",
         "## Goals",
@@ -1165,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite: checks the shape, measures nothing")
     parser.add_argument("--out", default=str(ROOT / "bench"))
     parser.add_argument("--only", default="", help="comma-separated section numbers")
+    parser.add_argument("--render", action="store_true", help="measure nothing: re-render REPORT.md from the last run's raw.json")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args(argv)
     import signal
@@ -1172,6 +1174,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop the children on TERM too
     sizes = SMOKE if args.smoke else Sizes()
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    if args.render:
+        only = set()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
@@ -1194,6 +1198,14 @@ def main(argv: list[str] | None = None) -> int:
     res.notes["_out"] = [str(out)]
     res.notes["_load"] = [" ".join(f"{x:.1f}" for x in os.getloadavg())]
     started = time.time()
+    if args.render:
+        res.notes.pop("_load", None)  # the run's, not this rendering's
+        merge_previous(res, out, only)
+        res.notes["_out"] = [str(out)]
+        res.notes.setdefault("_elapsed", ["(re-rendered; see the run times below)"])
+        analysis_path = Path(__file__).resolve().parent / "ANALYSIS.md"
+        write_report(res, out, started, False, analysis_path.read_text() if analysis_path.exists() else "")
+        return 0
     moto = MotoServer(log_path=Path(tempfile.gettempdir()) / f"bench-moto-{os.getpid()}.log").start()
     aws.use_endpoint(moto.url)
 

@@ -226,3 +226,4 @@ def test_it_is_a_real_test_of_the_contract(aws_resources: Any) -> None:
         submit_order(ex, "alice", {"symbol": "BTC-USD", "side": "BUY", "qty": "0.2000", "price": "50000.00"}, "k1")
     again, created = submit_order(ex, "alice", {"symbol": "BTC-USD", "side": "BUY", "qty": "0.1000", "price": "50000.00"}, "k1")
     assert not created and again.order_id == order.order_id
+
