@@ -127,9 +127,8 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
     digest = request_hash(request)
     region, note = route(ex, request.region)
     try:
-        existing = ex.stores[region].orders.get(order_id)
-        if existing is not None:
-            return _replay(existing, digest), False
+        # Put first, read only when the put finds the id taken: a new order costs one
+        # round trip less, and a replay burns a sequence number (gaps are allowed).
         seq = ex.stores[region].sequences.next_seq(request.symbol)
         now_ms = ex.now_ms()
         az = ex.next_az(region)
@@ -152,7 +151,7 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
             updated_ms=now_ms,
         )
         if not ex.stores[region].orders.put_new(order):
-            # Another request with the same key won the race: it is the original.
+            # The id is taken: a replay, or a twin that won the race. The stored order is the original.
             raced = ex.stores[region].orders.get(order_id)
             if raced is None:  # pragma: no cover - a conditional failure implies the item exists
                 raise RegionUnavailable(region)
