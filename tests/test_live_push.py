@@ -156,3 +156,29 @@ def test_it_refuses_a_foreign_origin(redis_layer: None) -> None:
         assert not connected
 
     async_to_sync(scenario)()
+
+
+def test_it_replays_what_a_late_socket_missed_since_its_page_rendered(redis_layer: None) -> None:
+    token = token_for("alice")
+    rendered_ms = int(time.time() * 1000)
+    # Published after the page rendered, before its socket connected: lost without a replay.
+    events.publish(events.ORDER_STATUS, "us-east-1", order_event("alice", "O-late", status="FILLED"))
+    events.publish(events.ORDER_STATUS, "us-east-1", order_event("bob", "O-bobs", status="FILLED"))
+
+    async def scenario() -> None:
+        socket = connect(f"/ws/events/?since={rendered_ms}", token)
+        assert (await socket.connect())[0]
+        seen = [json.loads(await socket.receive_from(timeout=5))]
+        while not await socket.receive_nothing(timeout=0.3):
+            seen.append(json.loads(await socket.receive_from(timeout=5)))
+        ids = [f["data"].get("order_id") for f in seen]
+        assert "O-late" in ids
+        assert "O-bobs" not in ids  # bob's is not alice's to see
+        assert all(f["data"].get("client") in (None, "alice") for f in seen)
+        plain = connect("/ws/events/", token)
+        assert (await plain.connect())[0]
+        assert await plain.receive_nothing(timeout=0.3)  # no `since`: nothing replayed
+        await socket.disconnect()
+        await plain.disconnect()
+
+    async_to_sync(scenario)()

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from exchange_ui.push import EVENTS_GROUP
-from trading.events import visible_to
+from trading.events import RECENT, visible_to
 from trading.fragments import coalesce, render_dashboard_frame
 
 FLUSH_INTERVAL_S = 0.1
+MIRROR_SLACK_MS = 5_000
+REPLAY_WINDOW_MS = 30_000
 MAX_BUFFER = 5000
 CLOSE_UNAUTHENTICATED = 4401
 
@@ -40,7 +43,25 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
         self.wakeup = asyncio.Event()
         await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
         await self.accept()
+        self.replay_missed()
         self.flusher = asyncio.create_task(self.flush_loop())
+
+    def replay_missed(self) -> None:
+        """Queue what was published since the page rendered (`?since=<ms>`), if asked."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        try:
+            since = int(query.get("since", ["0"])[0])
+        except ValueError:
+            return
+        if since <= 0:
+            return
+        # The mirror trails the tables: replay from a little before the render, and
+        # never more than REPLAY_WINDOW_MS (a reconnect resynchronises from the store).
+        floor = int(time.time() * 1000) - REPLAY_WINDOW_MS
+        missed = RECENT.since(max(since - MIRROR_SLACK_MS, floor))
+        self.buffer.extend(e for e in missed if visible_to(e, self.username, self.is_staff))
+        if self.buffer:
+            self.wakeup.set()
 
     async def disconnect(self, code: int) -> None:
         flusher = getattr(self, "flusher", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -39,6 +40,30 @@ _sinks: list[Sink] = []
 _lock = threading.Lock()
 
 
+class RecentEvents:
+    """The last events this process published, for a socket that connects late.
+
+    A page renders from the mirror, which trails the tables by up to a second or two; its
+    socket connects a moment later. Events published in between would be lost to it, so a
+    socket that says when its page was rendered is first sent what it missed.
+    """
+
+    def __init__(self, maxlen: int = 5000):
+        self._events: deque[Event] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def append(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def since(self, ts_ms: int) -> list[Event]:
+        with self._lock:
+            return [e for e in self._events if e["ts"] >= ts_ms]
+
+
+RECENT = RecentEvents()
+
+
 def add_sink(sink: Sink) -> None:
     with _lock:
         if sink not in _sinks:
@@ -57,6 +82,7 @@ def make_event(event_type: str, region: str, data: dict[str, Any], ts_ms: int | 
 
 def publish(event_type: str, region: str, data: dict[str, Any], ts_ms: int | None = None) -> Event:
     event = make_event(event_type, region, data, ts_ms)
+    RECENT.append(event)
     for sink in list(_sinks):
         try:
             sink(event)

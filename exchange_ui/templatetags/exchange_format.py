@@ -36,3 +36,11 @@ def ms_or_dash(value: Any) -> str:
         return f"{float(value):.0f} ms"
     except (TypeError, ValueError):
         return "–"
+
+
+@register.simple_tag
+def now_ms() -> int:
+    """The render time, so the page's socket can ask for what it missed since."""
+    import time
+
+    return int(time.time() * 1000)
