@@ -187,6 +187,8 @@ class Runtime:
         self._spawn("sampler", self._sample_loop)
         if synthetic and self.synthetic is not None:
             self.synthetic.start()
+            if self.replicator is not None and self.config.synthetic_rate > 0:
+                self._spawn("game-day-clients", self._game_day_loop)
 
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -233,6 +235,52 @@ class Runtime:
             replacement.slowdown_s = worker.slowdown_s
             self.workers[az] = replacement
             replacement.start()
+
+    def cut_pairs(self) -> list[tuple[str, str]]:
+        """Pairs of healthy regions that cannot replicate: a partition, not an outage."""
+        regions = self.config.regions
+        return [
+            (a, b)
+            for i, a in enumerate(regions)
+            for b in regions[i + 1 :]
+            if self.plane.partitioned(a, b) and self.plane.region_up(a) and self.plane.region_up(b)
+        ]
+
+    def _game_day_loop(self) -> None:
+        """Clients behave as they do in a real partition, once per partition.
+
+        A retry fails over to the other region with the same idempotency key (duplicate
+        fill), a cancel lands in one region while the retry fills in the other, and, with
+        EXCHANGE_POSITION_LIMIT set, an account buys up to its limit in each region. The
+        reconciler then has real conflicts to decide when the partition heals.
+        """
+        from reconcile_panel.limits import position_limits
+        from reconcile_panel.scenarios import PartitionPlay, wait_until_final
+
+        played = 0
+        was_cut = False
+        while not self.stop_event.wait(0.5):
+            cut = self.cut_pairs()
+            if cut and not was_cut:
+                played += 1
+                symbol = self.config.markets[0].symbol
+                limit = position_limits(self.config).get(symbol)
+                play = PartitionPlay(
+                    self.exchange,
+                    wait_until_final(self.exchange, timeout_s=20),
+                    cut[0],
+                    limit=limit if limit is not None else Decimal("1"),
+                    symbol=symbol,
+                    # Off the reference price, so the P&L adjustments are not all zero.
+                    price=str((self.config.markets[0].reference_price * Decimal("1.001")).quantize(self.config.markets[0].tick)),
+                    tag=f"gameday-s{self.config.seed}-{played}",
+                )
+                try:
+                    results = play.run()
+                    log.info("partition game day: %s", ", ".join(f"{d.kind}={'yes' if d.happened else 'no'}" for d in results))
+                except Exception:
+                    log.exception("partition game-day clients failed")
+            was_cut = bool(cut)
 
     def _sweep_loop(self) -> None:
         # The sweep scans the orders tables, so it runs when a send has failed since the

@@ -116,7 +116,8 @@ class FaultView:
         return cls(
             regions_down=frozenset(e.region for e in effects if isinstance(e, RegionDown)),
             azs_down=frozenset(e.az for e in effects if isinstance(e, AzDown)),
-            partitions=frozenset((e.a, e.b) for e in effects if isinstance(e, Partition)),
+            # Either way round: partitioned(a, b) looks the pair up sorted.
+            partitions=frozenset(tuple(sorted((e.a, e.b))) for e in effects if isinstance(e, Partition)),
             throttles=tuple(e for e in effects if isinstance(e, Throttle)),
             latencies=tuple(e for e in effects if isinstance(e, Latency)),
             cpu=cpu,
