@@ -343,6 +343,20 @@ class Runtime:
 
         return Order.objects.filter(status="ACCEPTED").count()
 
+    def duplicate_orders(self) -> int:
+        """Orders that share a client and an idempotency key with another: retries that
+        became second orders (only possible while idempotency is off)."""
+        from django.db.models import Count
+
+        from trading.models import Order
+
+        return (
+            Order.objects.values("client", "idempotency_key")
+            .annotate(n=Count("order_id"))
+            .filter(n__gt=1)
+            .count()
+        )
+
     def metrics(self) -> dict[str, Any]:
         now = time.time()
         p50, p99 = METRICS.accept_percentiles(now)
@@ -363,6 +377,8 @@ class Runtime:
             "queued_events": queued,
             "awaiting_fill": self.awaiting_fill(),
             "tape_divergence": self.tape_divergence(),
+            "duplicate_orders": self.duplicate_orders(),
+            "idempotency": self.exchange.idempotent(),
             "replication_lag_ms": self.replication_lag_ms(),
             "backpressure": bool(reasons),
             "backpressure_reason": "; ".join(reasons),

@@ -188,7 +188,15 @@ class RedisFailover:
     az: str
 
 
-Effect = Union[RegionDown, AzDown, StopTasks, Throttle, Latency, Partition, CpuStress, RedisFailover]
+@dataclass(frozen=True)
+class IdempotencyOff:
+    """The facade stops honouring Idempotency-Key (tag exchange:idempotency=off): a client's
+    retry becomes a second order, which is what the CPU-spike game day shows in red."""
+
+    reason: str = "exchange:idempotency=off"
+
+
+Effect = Union[RegionDown, AzDown, StopTasks, Throttle, Latency, Partition, CpuStress, RedisFailover, IdempotencyOff]
 
 
 def effects_of(action: Action, plan: Plan, resolved: Mapping[str, Sequence[Resource]], config: ExchangeConfig) -> tuple[Effect, ...]:

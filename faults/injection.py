@@ -27,6 +27,7 @@ from faults.experiment import (
     AzDown,
     CpuStress,
     Effect,
+    IdempotencyOff,
     Latency,
     Partition,
     RedisFailover,
@@ -106,6 +107,7 @@ class FaultView:
     throttles: tuple[Throttle, ...] = ()
     latencies: tuple[Latency, ...] = ()
     cpu: Mapping[str, int] = field(default_factory=dict)
+    idempotency_off: bool = False
 
     @classmethod
     def of(cls, effects: Sequence[Effect]) -> FaultView:
@@ -121,6 +123,7 @@ class FaultView:
             throttles=tuple(e for e in effects if isinstance(e, Throttle)),
             latencies=tuple(e for e in effects if isinstance(e, Latency)),
             cpu=cpu,
+            idempotency_off=any(isinstance(e, IdempotencyOff) for e in effects),
         )
 
 
@@ -157,6 +160,7 @@ class FaultPlane:
         if self.runtime is not None:
             self.runtime.exchange.region_up = self.region_up
             self.runtime.exchange.az_up = self.az_up
+            self.runtime.exchange.idempotent = self.idempotent
         self._installed = True
         return self
 
@@ -166,6 +170,10 @@ class FaultPlane:
         self._installed = False
 
     # -- health, read by the exchange and the replicator -----------------------------------
+
+    def idempotent(self) -> bool:
+        """Does the facade honour Idempotency-Key now (the setting, unless an experiment says off)?"""
+        return self.config.idempotency and not self._view.idempotency_off
 
     def region_up(self, region: str) -> bool:
         return region not in self._view.regions_down
@@ -307,6 +315,7 @@ class FaultPlane:
             "throttles": [effect_as_dict(t) for t in view.throttles],
             "latencies": [effect_as_dict(t) for t in view.latencies],
             "cpu_stress": dict(view.cpu),
+            "idempotency_off": view.idempotency_off,
             "workers_stopped": stopped,
             "effects": effects,
             "injected": injected,

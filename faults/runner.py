@@ -20,6 +20,7 @@ from faults.experiment import (
     AlarmWatch,
     Change,
     Experiment,
+    IdempotencyOff,
     blast_radius,
     effects_of,
     resolve_targets,
@@ -30,6 +31,10 @@ from trading import events
 from trading.config import ExchangeConfig
 
 log = logging.getLogger(__name__)
+
+# An experiment tagged exchange:idempotency=off turns the facade's idempotency off while
+# it runs (the CPU-spike game day: watch the retries become duplicates).
+IDEMPOTENCY_TAG = "exchange:idempotency"
 
 Metrics = Callable[[], Mapping[str, Any]]
 Publish = Callable[[str, str, dict[str, Any]], Any]
@@ -113,9 +118,11 @@ class ExperimentRunner:
     def resolve_request(self, request: Any) -> tuple[dict[str, Any], str | None, dict[str, str] | None]:
         """(template body, built-in id, fidelity) from an FIS body or {"template": id, ...}."""
         if isinstance(request, dict) and "template" in request and "actions" not in request:
-            unknown = sorted(set(request) - {"template", "region", "duration"})
+            unknown = sorted(set(request) - {"template", "region", "duration", "idempotency"})
             if unknown:
-                raise TemplateInvalid({key: ["is not an option of a built-in template run (template, duration)"] for key in unknown})
+                raise TemplateInvalid(
+                    {key: ["is not an option of a built-in template run (template, duration, idempotency)"] for key in unknown}
+                )
             template = builtin_template(self.config, str(request["template"])) if isinstance(request["template"], str) else None
             if template is None:
                 known = ", ".join(t.id for t in builtin_templates(self.config))
@@ -128,6 +135,10 @@ class ExperimentRunner:
                     body = with_duration(body, request["duration"])
                 except ValueError as error:
                     raise TemplateInvalid({"duration": [str(error)]}) from None
+            if "idempotency" in request:
+                if request["idempotency"] not in ("on", "off"):
+                    raise TemplateInvalid({"idempotency": ['must be "on" or "off"']})
+                body["tags"] = {**dict(body.get("tags") or {}), IDEMPOTENCY_TAG: request["idempotency"]}
             return body, template.id, template.fidelity.as_dict()
         return request, None, None
 
@@ -260,6 +271,9 @@ class ExperimentRunner:
                 try:
                     effects = effects_of(action, experiment.plan, experiment.resolved, self.config)
                     self.plane.apply(key, effects)
+                    if str(experiment.plan.tags.get(IDEMPOTENCY_TAG, "")).lower() == "off":
+                        # Held for the whole run: removed with the experiment's other effects.
+                        self.plane.apply((experiment.id, IDEMPOTENCY_TAG), [IdempotencyOff()])
                 except Exception as error:
                     log.exception("applying %s of %s failed", change.name, experiment.id)
                     self.plane.remove(key)

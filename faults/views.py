@@ -92,7 +92,10 @@ def panel_snapshot(request: HttpRequest) -> HttpResponse:
 
 def _run_request(request: HttpRequest, template_id: str) -> dict[str, Any]:
     duration = request.POST.get("duration") or request.GET.get("duration") or DEFAULT_DURATION
-    return {"template": template_id, "duration": duration}
+    wanted = {"template": template_id, "duration": duration}
+    if (request.POST.get("idempotency") or request.GET.get("idempotency")) == "off":
+        wanted["idempotency"] = "off"
+    return wanted
 
 
 @require_GET
@@ -107,7 +110,11 @@ def preview(request: HttpRequest, template_id: str) -> HttpResponse:
         radius = runner.preview(wanted)
     except TemplateInvalid as invalid:
         return render(request, "faults/fragments.html#preview", {"tid": template_id, "errors": invalid.errors}, status=400)
-    return render(request, "faults/fragments.html#preview", {"tid": template_id, "radius": radius, "duration": wanted["duration"]})
+    return render(
+        request,
+        "faults/fragments.html#preview",
+        {"tid": template_id, "radius": radius, "duration": wanted["duration"], "idempotency_off": wanted.get("idempotency") == "off"},
+    )
 
 
 @require_POST

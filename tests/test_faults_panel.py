@@ -122,3 +122,15 @@ def test_it_draws_planned_and_actual_windows_on_one_scale() -> None:
     assert picture["now_pct"] == 75
     assert panel.fault_window(snapshot) == {"id": "EXP1", "label": "EXP1", "start_ms": 1_000, "end_ms": None}
     assert panel.version({**snapshot, "state": {"status": "stopped"}}) > panel.version(snapshot)
+
+
+def test_it_starts_the_cpu_spike_with_idempotency_off_from_the_panel(runner: ExperimentRunner, ops: Client) -> None:
+    preview = ops.get("/experiments/templates/cpu-spike/preview/", {"duration": "PT1M", "idempotency": "off"})
+    assert "Idempotency will be off" in preview.content.decode()
+    ops.post("/experiments/templates/cpu-spike/start/", {"duration": "PT1M", "idempotency": "off"})
+    run = runner.history()[0]
+    wait_for(lambda: runner.plane.snapshot()["idempotency_off"], message="idempotency off while it runs")
+    assert not runner.plane.idempotent()
+    ops.post("/experiments/stop-all/")
+    wait_for(lambda: runner.plane.idempotent(), message="idempotency back on")
+    assert runner.get(run["id"])["state"]["status"] in {"stopped", "stopping"}

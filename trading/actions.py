@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 import threading
 import time
 from collections.abc import Callable
@@ -73,8 +74,13 @@ class Exchange:
     # Set by the fault plane: is the region reachable, which AZs are up.
     region_up: Callable[[str], bool] = lambda region: True
     az_up: Callable[[str], bool] = lambda az: True
+    # Does the facade honour Idempotency-Key? The setting; the fault plane may turn it off.
+    idempotent: Callable[[], bool] = lambda: True
+
 
     def __post_init__(self) -> None:
+        if not self.config.idempotency:
+            self.idempotent = lambda: False
         for region in self.config.regions:
             self.stores.setdefault(region, RegionStores.for_region(region, self.config.table_prefix))
             self.queues.setdefault(region, OrderQueue(region, queue_name(self.config.table_prefix, region)))
@@ -123,7 +129,9 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
     started = ex.clock()
     key = validate_idempotency_key(idempotency_key)
     request = validate_order(payload, ex.config)
-    order_id = derive_order_id(client, key)
+    # With idempotency off (a game-day switch), every request is a new order: a retry
+    # of the same key becomes a duplicate, which is exactly what the operator wants to see.
+    order_id = derive_order_id(client, key if ex.idempotent() else f"{key}#{uuid.uuid4().hex}")
     digest = request_hash(request)
     region, note = route(ex, request.region)
     try:

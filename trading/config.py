@@ -101,6 +101,7 @@ class ExchangeConfig:
     table_prefix: str
     visibility_timeout_s: int
     reroute: bool = True
+    idempotency: bool = True
 
     @property
     def market_symbols(self) -> tuple[str, ...]:
@@ -152,4 +153,5 @@ class ExchangeConfig:
             table_prefix=env_str("EXCHANGE_TABLE_PREFIX", "exchange"),
             visibility_timeout_s=env_int("EXCHANGE_VISIBILITY_TIMEOUT", 5, minimum=1),
             reroute=env_bool("EXCHANGE_REROUTE", True),
+            idempotency=env_bool("EXCHANGE_IDEMPOTENCY", True),
         )
