@@ -23,6 +23,8 @@ from typing import Any
 
 DESIRED = "desired.json"
 STATUS = "workers.json"
+# {az: seconds}: CPU stress, written by the daphne process, followed by each worker process.
+STRESS = "stress.json"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -55,6 +57,19 @@ class WorkerControl:
         write_json(self.directory / DESIRED, desired)
         self._read_at = 0.0
 
+    def set_slowdown(self, az: str, seconds: float) -> None:
+        stress = read_json(self.directory / STRESS)
+        if float(stress.get(az, 0.0)) == seconds:
+            return
+        stress[az] = seconds
+        write_json(self.directory / STRESS, stress)
+
+    def slowdown(self, az: str) -> float:
+        try:
+            return float(read_json(self.directory / STRESS).get(az, 0.0))
+        except (TypeError, ValueError):
+            return 0.0
+
     def status(self) -> dict[str, Any]:
         if time.monotonic() - self._read_at > self.cache_s:
             self._status = read_json(self.directory / STATUS)
@@ -82,9 +97,17 @@ class RemoteAzWorker:
         self.control = control
         self.az = az
         self.thread = _ProcessHandle(control, az)
-        self.slowdown_s = 0.0  # CPU stress is not forwarded to worker processes (see run_multi)
         self.applied_count = 0
         self.last_error = ""
+
+    @property
+    def slowdown_s(self) -> float:
+        return self.control.slowdown(self.az)
+
+    @slowdown_s.setter
+    def slowdown_s(self, seconds: float) -> None:
+        # CPU stress reaches the worker process through the control directory.
+        self.control.set_slowdown(self.az, float(seconds))
 
     @property
     def alive(self) -> bool:
@@ -106,3 +129,10 @@ def attach_remote_workers(runtime: Any, directory: Path) -> WorkerControl:
     runtime.start_az = lambda az: control.want(az, up=True)
     runtime.stop_az = lambda az: control.want(az, up=False)
     return control
+
+
+def follow_slowdown(worker: Any, directory: Path, az: str, stop: Any, interval_s: float = 0.5) -> None:
+    """In a worker process: keep `worker.slowdown_s` equal to what the control file says."""
+    control = WorkerControl(directory)
+    while not stop.wait(interval_s):
+        worker.slowdown_s = control.slowdown(az)

@@ -203,7 +203,7 @@ class Command(BaseCommand):
             supervisor.others.append(daphne)
             for region in config.regions:
                 for az in config.azs(region):
-                    supervisor.workers[az] = Child(f"simfill-{az}", manage + ["simfill_worker", "--region", region, "--az", az], env, run_dir / f"simfill-{az}.log", region=region)
+                    supervisor.workers[az] = Child(f"simfill-{az}", manage + ["simfill_worker", "--region", region, "--az", az, "--control", str(run_dir)], env, run_dir / f"simfill-{az}.log", region=region)
             supervisor.reconcile_workers()
             self.say(f"SimFill workers: {', '.join(f'{az} (pid {c.pid})' for az, c in supervisor.workers.items())}")
 

@@ -9,6 +9,7 @@ batch in hand; messages it held come back after the visibility timeout.
 from __future__ import annotations
 
 import signal
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--region", required=True)
         parser.add_argument("--az", required=True)
         parser.add_argument("--wait", type=int, default=2, help="SQS long-poll seconds")
+        parser.add_argument("--control", default="", help="run-multi's control directory (CPU stress is read from it)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = settings.EXCHANGE
@@ -52,6 +54,17 @@ class Command(BaseCommand):
         worker = AzWorker(exchange.stores[region], exchange.queues[region], az, grid, wait_s=options["wait"])
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: worker.stop())
+        if options["control"]:
+            from pathlib import Path
+
+            from simfill.remote import follow_slowdown
+
+            threading.Thread(
+                target=follow_slowdown,
+                args=(worker, Path(options["control"]), az, worker.stop_event),
+                name="follow-stress",
+                daemon=True,
+            ).start()
         self.stdout.write(f"simfill worker {az} ({region}) running")
         self.stdout.flush()
         worker.run()
