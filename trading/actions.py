@@ -53,10 +53,6 @@ class RegionUnavailable(Exception):
         self.retry_after_s = retry_after_s
 
 
-class OrderNotFound(Exception):
-    pass
-
-
 @dataclass
 class Exchange:
     """Everything the verbs act on: the configured regions' tables and queues, and a clock."""

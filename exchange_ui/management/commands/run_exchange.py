@@ -136,7 +136,7 @@ class Command(BaseCommand):
 
                 get_runtime().stop()
             except Exception:
-                pass
+                log.exception("stopping the runtime failed; stopping the rest anyway")
             if moto is not None:
                 moto.stop()
                 Path(aws.ENDPOINT_FILE).unlink(missing_ok=True)
