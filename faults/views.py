@@ -7,11 +7,8 @@ open page as an `experiment.state` frame on /ws/dashboard/ (trading/fragments.py
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -19,26 +16,15 @@ from django.views.decorators.http import require_GET, require_POST
 from faults import panel
 from faults.runner import ExperimentNotFound, ExperimentRunner, get_runner
 from faults.templates import TemplateInvalid
+from trading.auth import staff_page
 
 DURATIONS = (("PT30S", "30 s"), ("PT1M", "1 min"), ("PT2M", "2 min"), ("PT5M", "5 min"))
 DEFAULT_DURATION = "PT2M"
 HISTORY_SHOWN = 30
 
-View = Callable[..., HttpResponse]
 
 
-def staff_required(view: View) -> View:
-    """Anonymous: to the login page. Logged in but not staff: 403."""
-
-    @wraps(view)
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            return render(request, "faults/forbidden.html", status=403)
-        return view(request, *args, **kwargs)
-
-    return guarded
+staff_required = staff_page("faults/forbidden.html")
 
 
 def now_ms() -> int:

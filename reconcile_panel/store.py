@@ -21,7 +21,7 @@ from reconcile_panel.provision import reconcile_table_name
 from reconcile_panel.replication import version_attribute
 from trading import aws
 from trading.config import ExchangeConfig
-from trading.store import from_attrs, is_conditional_failure, table_names, to_attrs
+from trading.store import from_attrs, is_conditional_failure, scan_items, table_names, to_attrs
 
 
 def replicated_tables(prefix: str) -> dict[str, str]:
@@ -67,14 +67,7 @@ class ItemTable:
         return True
 
     def scan_items(self) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            page = self._ddb.scan(**kwargs)
-            for attrs in page.get("Items", []):
-                yield from_attrs(attrs)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return scan_items(self._ddb, self.table, "", ConsistentRead=True)
 
 
 @dataclass(frozen=True)

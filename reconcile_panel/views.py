@@ -10,13 +10,10 @@ check_history on demand; the tapes view puts the regions' own trade tables side 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -28,26 +25,15 @@ from reconcile_panel.reconciler import KINDS
 from reconcile_panel.store import ReconcileStore, load_history
 from trading.config import ExchangeConfig
 from trading.events import trade_data
+from trading.auth import staff_page
 
 TAPE_SHOWN = 150
 MINE_SHOWN = 8
 MARKS_SHOWN = 300
 
-View = Callable[..., HttpResponse]
 
 
-def staff_required(view: View) -> View:
-    """Anonymous: to the login page. Logged in but not staff: 403."""
-
-    @wraps(view)
-    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            return render(request, "reconcile_panel/forbidden.html", status=403)
-        return view(request, *args, **kwargs)
-
-    return guarded
+staff_required = staff_page("reconcile_panel/forbidden.html")
 
 
 def read_records(config: ExchangeConfig) -> list[dict[str, Any]]:

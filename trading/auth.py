@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -70,3 +71,21 @@ def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., Http
         return redirect_to_login(request.get_full_path())
 
     return guarded
+
+
+def staff_page(forbidden_template: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """For operator pages. Anonymous: to the login page. Logged in but not staff: 403
+    rendered from `forbidden_template` (each panel says why it is staff-only)."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not request.user.is_staff:
+                return render(request, forbidden_template, status=403)
+            return view(request, *args, **kwargs)
+
+        return guarded
+
+    return decorate
