@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
+from simfill.placement import stand_in_hosts, stand_in_name
 from simfill.worker import AzWorker
 from trading import aws, events
 from trading.actions import Exchange, sweep_outbox
@@ -51,6 +52,9 @@ class Runtime:
     config: ExchangeConfig
     exchange: Exchange
     workers: dict[str, AzWorker] = field(default_factory=dict)
+    # {lost AZ: the task started in a surviving AZ while it is down} (simfill.placement).
+    stand_ins: dict[str, AzWorker] = field(default_factory=dict)
+    _placement_lock: threading.Lock = field(default_factory=threading.Lock)
     tailers: list[StreamTailer] = field(default_factory=list)
     synthetic: SyntheticTraders | None = None
     samples: dict[str, RegionSample] = field(default_factory=dict)
@@ -202,7 +206,7 @@ class Runtime:
             self.plane.uninstall()
         if self.synthetic is not None:
             self.synthetic.stop()
-        for worker in self.workers.values():
+        for worker in [*self.workers.values(), *self.stand_ins.values()]:
             worker.stop()
         for tailer in self.tailers:
             tailer.stop()
@@ -235,6 +239,44 @@ class Runtime:
             replacement.slowdown_s = worker.slowdown_s
             self.workers[az] = replacement
             replacement.start()
+
+    def place_stand_ins(self) -> None:
+        """Run each down AZ's task in a surviving AZ of its region, as ECS reschedules.
+
+        Stand-ins follow the placement rule: started when their AZ goes down, moved when
+        their host goes down too, stopped when their own AZ is back.
+        """
+        with self._placement_lock:
+            wanted: dict[str, str] = {}
+            for region in self.config.regions:
+                azs = self.config.azs(region)
+                wanted.update(stand_in_hosts(azs, [az for az in azs if not self.exchange.az_up(az)]))
+            for lost, worker in list(self.stand_ins.items()):
+                if wanted.get(lost) != worker.az:
+                    worker.stop()
+                    del self.stand_ins[lost]
+            for lost, host in wanted.items():
+                if lost in self.stand_ins or self.stop_event.is_set():
+                    continue
+                stand_in = self._make_worker(self.region_of(lost), host)
+                host_worker = self.workers.get(host)
+                stand_in.slowdown_s = host_worker.slowdown_s if host_worker is not None else 0.0
+                self.stand_ins[lost] = stand_in
+                stand_in.start()
+                log.info("AZ %s is down: its SimFill task runs in %s until it is back", lost, host)
+
+    def stand_in_views(self) -> list[dict[str, Any]]:
+        """The stand-in tasks as the region cards show them, under the AZ that hosts them."""
+        views = []
+        for lost, worker in sorted(self.stand_ins.items()):
+            # CPU stress on the host AZ reaches the tasks it hosts.
+            host_worker = self.workers.get(worker.az)
+            if host_worker is not None:
+                worker.slowdown_s = host_worker.slowdown_s
+            views.append(
+                {"lost": lost, "host": worker.az, "name": stand_in_name(lost, worker.az), "alive": worker.alive, "applied": worker.applied_count}
+            )
+        return views
 
     def cut_pairs(self) -> list[tuple[str, str]]:
         """Pairs of healthy regions that cannot replicate: a partition, not an outage."""
@@ -410,6 +452,7 @@ class Runtime:
 
     def regions(self) -> list[dict[str, Any]]:
         views = []
+        stand_ins = self.stand_in_views()
         for region in self.config.regions:
             sample = self.samples.get(region, RegionSample())
             azs = []
@@ -421,7 +464,12 @@ class Runtime:
                         "az": az,
                         "up": self.exchange.az_up(az),
                         "workers": [
-                            {"name": f"simfill-{az}", "alive": alive, "applied": worker.applied_count if worker else 0}
+                            {"name": f"simfill-{az}", "alive": alive, "applied": worker.applied_count if worker else 0},
+                            *(
+                                {"name": s["name"], "alive": s["alive"], "applied": s["applied"], "stand_in_for": s["lost"]}
+                                for s in stand_ins
+                                if s["host"] == az
+                            ),
                         ],
                     }
                 )

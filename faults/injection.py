@@ -295,6 +295,11 @@ class FaultPlane:
                     worker.slowdown_s = base + self.cpu_stress_max_s * percent / 100
                 elif az in self._base_slowdown:
                     worker.slowdown_s = self._base_slowdown.pop(az)
+            # A runtime that reschedules a down AZ's task elsewhere does it now (the
+            # embedded one; run-multi's supervisor does it from the control files).
+            place = getattr(runtime, "place_stand_ins", None)
+            if place is not None:
+                place()
 
     def pending_restarts(self) -> list[str]:
         with self._lock:

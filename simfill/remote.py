@@ -6,11 +6,14 @@ The protocol is two small JSON files in one directory, each replaced atomically:
 - `desired.json`, written by the daphne process: {az: "up" | "down"}. AZ loss writes
   "down"; the end of the fault writes "up". The supervisor polls it every 0.2 s.
 - `workers.json`, written by the supervisor: {az: {"pid": int | null, "alive": bool,
-  "region": str, "restarts": int}}. The daphne process reads it to show the worker dots;
+  "region": str, "restarts": int, "wanted": "up" | "down", "stand_in": null | {"az",
+  "pid", "alive", "name"}}}. The daphne process reads it to show the worker dots;
   tests read it to see the pids stop and come back.
 
 A worker the supervisor finds dead while its AZ is wanted "up" is restarted (a crash);
-one wanted "down" is stopped with SIGTERM and stays stopped until it is wanted again.
+one wanted "down" is stopped with SIGTERM and stays stopped until it is wanted again,
+while a stand-in process runs its task in a surviving AZ of the region
+(simfill.placement).
 """
 
 from __future__ import annotations
@@ -79,6 +82,17 @@ class WorkerControl:
     def alive(self, az: str) -> bool:
         return bool(self.status().get(az, {}).get("alive"))
 
+    def stand_in_views(self) -> list[dict[str, Any]]:
+        """The supervisor's stand-in processes, shaped as Runtime.stand_in_views."""
+        views = []
+        for lost, entry in sorted(self.status().items()):
+            stand_in = entry.get("stand_in") if isinstance(entry, dict) else None
+            if isinstance(stand_in, dict):
+                views.append(
+                    {"lost": lost, "host": stand_in.get("az", ""), "name": stand_in.get("name", ""), "alive": bool(stand_in.get("alive")), "applied": 0}
+                )
+        return views
+
 
 class _ProcessHandle:
     """Looks like a worker's thread to the fault plane: alive while the process runs."""
@@ -128,6 +142,9 @@ def attach_remote_workers(runtime: Any, directory: Path) -> WorkerControl:
     # An AZ coming back is the supervisor's job, not a fresh thread in this process.
     runtime.start_az = lambda az: control.want(az, up=True)
     runtime.stop_az = lambda az: control.want(az, up=False)
+    # The supervisor runs the stand-ins as processes; none as threads here.
+    runtime.place_stand_ins = lambda: None
+    runtime.stand_in_views = control.stand_in_views
     return control
 
 

@@ -121,12 +121,25 @@ def test_it_fills_orders_in_worker_processes_and_stops_an_azs_pids_on_az_loss(to
     lost = pids["us-east-1a"]
     wait_for(lambda: not pid_running(lost) and not topology.workers()["us-east-1a"]["alive"], 15, 0.1, "the AZ's worker process to stop")
     assert pid_running(pids["us-east-1b"])
+    # The lost AZ's task is rescheduled in the surviving AZ, as its own process.
+    stand_in = wait_for(lambda: (s := topology.workers()["us-east-1a"]["stand_in"]) and s["alive"] and s, 15, 0.1, "a stand-in in the surviving AZ")
+    assert stand_in["az"] == "us-east-1b" and stand_in["name"] == "simfill-us-east-1b-for-us-east-1a"
+    assert pid_running(stand_in["pid"]) and stand_in["pid"] not in pids.values()
     status, region = topology.call("GET", "/api/regions")
-    assert status == 200 and {r["region"]: r["status"] for r in region["regions"]}["us-east-1"] == "degraded"
+    assert status == 200
+    (east,) = [r for r in region["regions"] if r["region"] == "us-east-1"]
+    assert east["status"] == "degraded"
+    hosted = {a["az"]: [w["name"] for w in a["workers"]] for a in east["azs"]}
+    assert hosted["us-east-1b"] == ["simfill-us-east-1b", "simfill-us-east-1b-for-us-east-1a"]
+
+    status, during = topology.call("POST", "/api/orders", {"symbol": "BTC-USD", "side": "SELL", "qty": "0.0100", "price": "50000.00"}, {"Idempotency-Key": uuid.uuid4().hex})
+    assert status == 201 and during["accepted_az"] == "us-east-1b", during
+    wait_for(lambda: topology.call("GET", f"/api/orders/{during['order_id']}")[1]["status"] != "ACCEPTED", 30, 0.3, "a fill during the AZ loss")
 
     wait_for(lambda: topology.call("GET", f"/api/experiments/{experiment['id']}")[1]["state"]["status"] == "completed", 30, 0.3, "the experiment to end")
     back = wait_for(lambda: (w := topology.workers()["us-east-1a"])["alive"] and w, 15, 0.1, "the AZ's worker to come back")
     assert back["pid"] != lost and pid_running(back["pid"])
+    wait_for(lambda: topology.workers()["us-east-1a"]["stand_in"] is None and not pid_running(stand_in["pid"]), 15, 0.1, "the stand-in to stop")
 
     everything = [w["pid"] for w in topology.workers().values()]
     topology.stop()

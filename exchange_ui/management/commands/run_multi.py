@@ -7,8 +7,10 @@ channels-redis), and one `simfill_worker` process per region and AZ.
 
 The supervisor restarts a worker that dies, and obeys the daphne process's wishes for
 whole AZs through the control files of simfill/remote.py: AZ loss there stops the real
-worker processes of that AZ (SIGTERM to their pids) here, and the end of the fault
-starts them again. Ctrl-C (or SIGTERM) stops every child, workers first.
+worker processes of that AZ (SIGTERM to their pids) here and starts a stand-in process
+for each in a surviving AZ of the region (simfill.placement, as ECS reschedules a
+service's tasks); the end of the fault starts the AZ's own workers again and stops the
+stand-ins. Ctrl-C (or SIGTERM) stops every child, workers first.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from simfill.placement import stand_in_hosts, stand_in_name
 from simfill.remote import DESIRED, STATUS, read_json, write_json
 from trading import aws
 from trading.config import BASE_DIR, VAR_DIR
@@ -47,6 +50,7 @@ class Child:
     restarts: int = 0
     last_start: float = 0.0
     region: str = ""
+    az: str = ""
     stop_signal: int = signal.SIGTERM
 
     def start(self) -> None:
@@ -81,6 +85,11 @@ class Child:
 class Supervisor:
     control_dir: Path
     workers: dict[str, Child] = field(default_factory=dict)
+    # {lost AZ: the process running its task in a surviving AZ}.
+    stand_ins: dict[str, Child] = field(default_factory=dict)
+    # The argv of a worker process for (region, AZ): how stand-ins are made.
+    worker_argv: Any = None
+    env: dict[str, str] = field(default_factory=dict)
     others: list[Child] = field(default_factory=list)
     stopping: bool = False
 
@@ -88,13 +97,27 @@ class Supervisor:
         write_json(
             self.control_dir / STATUS,
             {
-                az: {"pid": child.pid, "alive": child.alive, "region": child.region, "restarts": child.restarts, "wanted": desired.get(az, "up")}
+                az: {
+                    "pid": child.pid,
+                    "alive": child.alive,
+                    "region": child.region,
+                    "restarts": child.restarts,
+                    "wanted": desired.get(az, "up"),
+                    "stand_in": self._stand_in_status(az),
+                }
                 for az, child in self.workers.items()
             },
         )
 
+    def _stand_in_status(self, az: str) -> dict[str, Any] | None:
+        stand_in = self.stand_ins.get(az)
+        if stand_in is None:
+            return None
+        return {"az": stand_in.az, "name": stand_in.name, "pid": stand_in.pid, "alive": stand_in.alive}
+
     def reconcile_workers(self) -> None:
-        """Make the processes match what is wanted: down AZs stopped, the rest running."""
+        """Make the processes match what is wanted: down AZs stopped, their tasks running in
+        surviving AZs, the rest running."""
         desired = read_json(self.control_dir / DESIRED)
         for az, child in self.workers.items():
             wanted_up = desired.get(az, "up") != "down"
@@ -104,13 +127,41 @@ class Supervisor:
                 child.start()
             elif not wanted_up and child.alive:
                 child.terminate()
+        self.place_stand_ins(desired)
         self.publish_status(desired)
+
+    def place_stand_ins(self, desired: dict[str, Any]) -> None:
+        if self.worker_argv is None:
+            return
+        by_region: dict[str, list[str]] = {}
+        for az, child in self.workers.items():
+            by_region.setdefault(child.region, []).append(az)
+        wanted: dict[str, str] = {}
+        for azs in by_region.values():
+            wanted.update(stand_in_hosts(azs, [az for az in azs if desired.get(az, "up") == "down"]))
+        for lost, stand_in in list(self.stand_ins.items()):
+            if wanted.get(lost) != stand_in.az:
+                stand_in.terminate()
+                stand_in.wait(10)
+                del self.stand_ins[lost]
+        for lost, host in wanted.items():
+            stand_in = self.stand_ins.get(lost)
+            if stand_in is None:
+                region = self.workers[lost].region
+                name = stand_in_name(lost, host)
+                stand_in = Child(name, self.worker_argv(region, host), self.env, self.control_dir / f"{name}.log", region=region, az=host)
+                self.stand_ins[lost] = stand_in
+            if not stand_in.alive and time.monotonic() - stand_in.last_start >= RESTART_BACKOFF_S:
+                if stand_in.process is not None:
+                    stand_in.restarts += 1
+                stand_in.start()
 
     def stop_all(self) -> None:
         self.stopping = True
-        for child in self.workers.values():
+        everyone = [*self.workers.values(), *self.stand_ins.values()]
+        for child in everyone:
             child.terminate()
-        for child in self.workers.values():
+        for child in everyone:
             child.wait(10)
         for child in reversed(self.others):
             child.terminate()
@@ -201,9 +252,13 @@ class Command(BaseCommand):
             )
             daphne.start()
             supervisor.others.append(daphne)
+            def worker_argv(region: str, az: str) -> list[str]:
+                return manage + ["simfill_worker", "--region", region, "--az", az, "--control", str(run_dir)]
+
+            supervisor.worker_argv, supervisor.env = worker_argv, env
             for region in config.regions:
                 for az in config.azs(region):
-                    supervisor.workers[az] = Child(f"simfill-{az}", manage + ["simfill_worker", "--region", region, "--az", az, "--control", str(run_dir)], env, run_dir / f"simfill-{az}.log", region=region)
+                    supervisor.workers[az] = Child(f"simfill-{az}", worker_argv(region, az), env, run_dir / f"simfill-{az}.log", region=region, az=az)
             supervisor.reconcile_workers()
             self.say(f"SimFill workers: {', '.join(f'{az} (pid {c.pid})' for az, c in supervisor.workers.items())}")
 
