@@ -141,7 +141,42 @@ def test_it_fills_orders_in_worker_processes_and_stops_an_azs_pids_on_az_loss(to
     assert back["pid"] != lost and pid_running(back["pid"])
     wait_for(lambda: topology.workers()["us-east-1a"]["stand_in"] is None and not pid_running(stand_in["pid"]), 15, 0.1, "the stand-in to stop")
 
+
+
+def test_it_runs_every_builtin_experiment_and_loses_nothing(topology: Topology) -> None:
+    """The same experiments as the embedded runtime, against real worker processes."""
+    status, listing = topology.call("GET", "/api/experiments/templates")
+    assert status == 200
+    ids = [t["id"] for t in listing]
+    assert {"az-loss", "region-outage", "dynamodb-throttle", "cpu-spike", "latency", "redis-failover"} <= set(ids)
+    accepted: list[str] = []
+    for template in ids:
+        status, experiment = topology.call("POST", "/api/experiments", {"template": template, "duration": "PT3S"})
+        if status == 400:  # only a partition needs a second region, which this topology has not
+            assert template == "partition", experiment
+            continue
+        assert status == 201, (template, experiment)
+        # An order while the fault acts: accepted, queued or refused with 503, never a 5xx of another kind.
+        status, order = topology.call("POST", "/api/orders", {"symbol": "BTC-USD", "side": "BUY", "qty": "0.0100", "price": "50000.00"}, {"Idempotency-Key": uuid.uuid4().hex})
+        assert status in {201, 202, 503}, (template, status, order)
+        if status in {201, 202}:
+            accepted.append(order["order_id"])
+        final = wait_for(
+            lambda: (e := topology.call("GET", f"/api/experiments/{experiment['id']}")[1])["state"]["status"] in {"completed", "stopped", "failed"} and e,
+            30,
+            0.3,
+            f"{template} to end",
+        )
+        assert final["state"]["status"] == "completed", (template, final["state"])
+    # After every fault: every worker process back, every accepted order final.
+    wait_for(lambda: (w := topology.workers()) and all(v["alive"] and v["stand_in"] is None for v in w.values()), 20, 0.2, "every AZ's own worker back")
+    for order_id in accepted:
+        wait_for(lambda: topology.call("GET", f"/api/orders/{order_id}")[1]["status"] in {"FILLED", "CANCELLED"}, 60, 0.3, f"{order_id} to finish")
+
+
+def test_ctrl_c_stops_every_process_it_started(topology: Topology) -> None:
     everything = [w["pid"] for w in topology.workers().values()]
+    assert everything and all(pid_running(pid) for pid in everything)
     topology.stop()
     assert topology.process.returncode is not None
     wait_for(lambda: not any(pid_running(pid) for pid in everything), 10, 0.1, "every worker process to exit with the supervisor")
