@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from reconcile_panel.history import History, check
-from reconcile_panel.limits import parse_limits, within_limit
 from reconcile_panel.reconciler import (
     CANCEL_FILL_RACE,
     DUPLICATE_FILL,
@@ -25,6 +24,7 @@ from reconcile_panel.reconciler import (
 )
 from reconcile_panel.replication import as_replica, is_replica, lww_decision, writer_of
 from trading.domain import derive_trade_id
+from trading.limits import parse_limits, within_limit
 
 EAST, WEST = "us-east-1", "eu-west-1"
 REF = {"BTC-USD": Decimal("50000")}

@@ -10,8 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = [
     "trading/domain.py",
     "trading/config.py",
+    "trading/limits.py",
     "trading/metrics.py",
     "simfill/engine.py",
+    "simfill/placement.py",
     "reconcile_panel/reconciler.py",
     "reconcile_panel/replication.py",
     "faults/experiment.py",

@@ -7,9 +7,12 @@ and `exchange_ui/settings.py` exposes the same object as `settings.EXCHANGE`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+
+from trading.limits import parse_limits
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state: the SQLite mirror, the embedded AWS endpoint, demo logins, logs.
@@ -102,10 +105,15 @@ class ExchangeConfig:
     visibility_timeout_s: int
     reroute: bool = True
     idempotency: bool = True
+    # Per-account position limit per market (EXCHANGE_POSITION_LIMIT); absent: no limit.
+    position_limits: Mapping[str, Decimal] = field(default_factory=dict)
 
     @property
     def market_symbols(self) -> tuple[str, ...]:
         return tuple(m.symbol for m in self.markets)
+
+    def position_limit(self, symbol: str) -> Decimal | None:
+        return self.position_limits.get(symbol)
 
     def market(self, symbol: str) -> Market | None:
         for market in self.markets:
@@ -141,6 +149,10 @@ class ExchangeConfig:
             raise ConfigError(f"EXCHANGE_ENGINE must be 'simfill' or 'matcher', not {engine!r}")
         if engine == "matcher":
             raise ConfigError("EXCHANGE_ENGINE=matcher: the Phase 2 matching engine is not built yet; use simfill")
+        try:
+            position_limits = parse_limits(env_str("EXCHANGE_POSITION_LIMIT", ""), tuple(m.symbol for m in markets))
+        except ValueError as bad:
+            raise ConfigError(f"EXCHANGE_POSITION_LIMIT: {bad}") from None
         return cls(
             regions=regions,
             markets=tuple(markets),
@@ -154,4 +166,5 @@ class ExchangeConfig:
             visibility_timeout_s=env_int("EXCHANGE_VISIBILITY_TIMEOUT", 5, minimum=1),
             reroute=env_bool("EXCHANGE_REROUTE", True),
             idempotency=env_bool("EXCHANGE_IDEMPOTENCY", True),
+            position_limits=position_limits,
         )
