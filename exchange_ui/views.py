@@ -14,8 +14,9 @@ from django.views.decorators.http import require_GET, require_POST
 from exchange_ui.runtime import get_exchange, get_runtime
 from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
-from trading.api import mirror_order_json, mirror_trade_json
+from trading.api import grid_text, market_steps, mirror_order_json, mirror_trade_json
 from trading.domain import ValidationErrors
+from trading.limits import PositionLimitExceeded
 
 ORDERS_SHOWN = 40
 TAPE_SHOWN = 40
@@ -83,6 +84,13 @@ def submit_order_form(request: HttpRequest) -> HttpResponse:
         return render(request, "trading/fragments.html#order-form", context, status=400)
     except IdempotencyConflict:
         return render(request, "trading/fragments.html#order-form", form_context(values, {"__all__": ["This form was already used for another order; submit again."]}), status=422)
+    except PositionLimitExceeded as refused:
+        lot, _ = market_steps(refused.symbol)
+        message = (
+            f"Refused: your {refused.symbol} position is {grid_text(refused.position, lot)}; "
+            f"{grid_text(refused.qty, lot)} more could take it past your limit of {format(refused.limit, 'f')}."
+        )
+        return render(request, "trading/fragments.html#order-form", form_context(values, {"__all__": [message]}), status=422)
     except RegionUnavailable as down:
         context = form_context(values, {"__all__": [f"Region {down.region} is unavailable; your order was not accepted. Retry in a moment."]})
         context["idempotency_key"] = key  # a retry of the same entry must stay idempotent

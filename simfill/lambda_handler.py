@@ -86,7 +86,7 @@ def current_runtime() -> Runtime:
     return Runtime(
         config=config,
         region=region,
-        stores=RegionStores.for_region(region, config.table_prefix),
+        stores=RegionStores.for_region(region, config.table_prefix, counted_symbols=config.position_limits),
         az=az,
         clock=time.time,
     )

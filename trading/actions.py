@@ -29,6 +29,7 @@ from trading.domain import (
     validate_idempotency_key,
     validate_order,
 )
+from trading.limits import PositionLimitExceeded, within_limit
 from trading.metrics import METRICS, Metrics
 from trading.queue import OrderQueue, queue_name
 from trading.store import RegionStores
@@ -78,7 +79,9 @@ class Exchange:
         if not self.config.idempotency:
             self.idempotent = lambda: False
         for region in self.config.regions:
-            self.stores.setdefault(region, RegionStores.for_region(region, self.config.table_prefix))
+            self.stores.setdefault(
+                region, RegionStores.for_region(region, self.config.table_prefix, counted_symbols=self.config.position_limits)
+            )
             self.queues.setdefault(region, OrderQueue(region, queue_name(self.config.table_prefix, region)))
 
     def now_ms(self) -> int:
@@ -120,7 +123,7 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
     """Accept an order once per (client, key). Returns (order, created).
 
     Raises ValidationErrors (nothing written), IdempotencyConflict (422),
-    RegionUnavailable (503).
+    PositionLimitExceeded (422, nothing written), RegionUnavailable (503).
     """
     started = ex.clock()
     key = validate_idempotency_key(idempotency_key)
@@ -130,7 +133,17 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
     order_id = derive_order_id(client, key if ex.idempotent() else f"{key}#{uuid.uuid4().hex}")
     digest = request_hash(request)
     region, note = route(ex, request.region)
+    limit = ex.config.position_limit(request.symbol)
     try:
+        if limit is not None:
+            # The pre-trade check, against the position the landing region counts. Only
+            # a refusal costs a second read: a replay of an accepted key is still a replay.
+            position = ex.stores[region].sequences.position(client, request.symbol)
+            if not within_limit(position, request.side, request.qty, limit):
+                existing = ex.stores[region].orders.get(order_id)
+                if existing is not None:
+                    return _replay(existing, digest), False
+                raise PositionLimitExceeded(client, request.symbol, position, request.qty, limit)
         # Put first, read only when the put finds the id taken: a new order costs one
         # round trip less, and a replay burns a sequence number (gaps are allowed).
         seq = ex.stores[region].sequences.next_seq(request.symbol)

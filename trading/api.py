@@ -18,6 +18,7 @@ from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order, locate_order, submit_order
 from trading.domain import Order, Trade, ValidationErrors
 from trading.events import order_data, trade_data
+from trading.limits import PositionLimitExceeded
 
 router = Router(tags=["orders"])
 
@@ -150,6 +151,8 @@ def post_order(request: HttpRequest) -> HttpResponse:
         return field_errors(invalid.errors)
     except IdempotencyConflict as conflict:
         return error(422, "idempotency_key_reused", str(conflict), order_id=conflict.order.order_id)
+    except PositionLimitExceeded as refused:
+        return error(422, "position_limit", str(refused))
     except RegionUnavailable as down:
         return unavailable(down)
     return JsonResponse(order_json(order), status=201 if created else 200)

@@ -102,7 +102,8 @@ def bootstrap(
 # above stays as it is against an endpoint. Against real AWS (no endpoint anywhere),
 # bootstrap_real_aws() creates the Orders and Trades tables once in the first region
 # and adds the other regions as Global Table replicas (version 2019.11.21), keeps the
-# per-market sequence counters regional (a replicated counter would break seq order),
+# per-market sequence counters and the per-account position counters regional (a
+# replicated counter would break seq order; a position counter is its region's view),
 # and adds the alarms that FIS experiments use as stop conditions.
 
 GLOBAL_ROLES = ("orders", "trades", "reconcile")

@@ -7,8 +7,8 @@ numbers are DynamoDB N (Decimal in and out, never float).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from trading import aws
 from trading.domain import FINAL_STATUSES, OPEN_STATUSES, Order, StatusChange, Trade
+from trading.limits import ZERO, signed
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -33,6 +34,34 @@ def from_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 def is_conditional_failure(error: ClientError) -> bool:
     code = error.response.get("Error", {}).get("Code", "")
     return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+def is_put_condition_failure(error: ClientError) -> bool:
+    """A Put (alone, or first in a transaction) found its item already there.
+
+    A transaction cancelled for another reason (a conflicting transaction, a throttle)
+    is not that: the caller must see it and retry, not take the item as written.
+    """
+    code = error.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code != "TransactionCanceledException":
+        return False
+    reasons = error.response.get("CancellationReasons") or []
+    return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"
+
+
+def put_new_counted(ddb: Any, table: str, item: dict[str, Any], count: dict[str, Any]) -> bool:
+    """Put `item` if its pk is new and apply `count` (a TransactWriteItems Update) with it,
+    in one transaction; False, with nothing changed, if the pk was already there."""
+    put = {"Put": {"TableName": table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+    try:
+        ddb.transact_write_items(TransactItems=[put, count])
+    except ClientError as error:
+        if is_put_condition_failure(error):
+            return False
+        raise
+    return True
 
 
 def table_names(prefix: str) -> dict[str, str]:
@@ -265,13 +294,28 @@ class OrderStore:
 class TradeStore:
     region: str
     table: str
+    # Markets with a position limit: their trades also move the account's position
+    # counter in `positions`, in the same transaction. Others are one plain put.
+    positions: SequenceStore | None = None
+    counted_symbols: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def _ddb(self) -> Any:
         return aws.client("dynamodb", self.region)
 
     def put_once(self, trade: Trade) -> bool:
-        """Write a trade under its deterministic id; False if it is already there."""
+        """Write a trade under its deterministic id; False if it is already there.
+
+        In a market with a limit, the position counter moves with the trade or not at
+        all, so a redelivered message (the trade already there) changes nothing.
+        """
+        if self.positions is not None and trade.symbol in self.counted_symbols:
+            if self._exists(trade.trade_id):
+                # A redelivery: the condition below would refuse it too, but moto answers a
+                # refused transaction by restoring whole tables, losing concurrent writes.
+                return False
+            count = self.positions.position_change(trade.client, trade.symbol, signed(trade.side, trade.qty))
+            return put_new_counted(self._ddb, self.table, trade_to_item(trade), count)
         try:
             self._ddb.put_item(
                 TableName=self.table, Item=to_attrs(trade_to_item(trade)), ConditionExpression="attribute_not_exists(pk)"
@@ -281,6 +325,12 @@ class TradeStore:
                 return False
             raise
         return True
+
+    def _exists(self, trade_id: str) -> bool:
+        response = self._ddb.get_item(
+            TableName=self.table, Key=to_attrs({"pk": f"TRADE#{trade_id}"}), ConsistentRead=True, ProjectionExpression="pk"
+        )
+        return "Item" in response
 
     def for_order(self, order_id: str, region: str, max_fills: int = 8) -> list[Trade]:
         """The trades a region's fill of an order wrote: their ids are derived, so no index."""
@@ -321,6 +371,35 @@ class SequenceStore:
         )
         return int(from_attrs(response["Attributes"])["seq"])
 
+    # The position counters live here too: this table is regional (never replicated),
+    # and the counter is this region's view of the account: its own fills and the
+    # other regions' fills that replication has brought in so far.
+
+    def position(self, client: str, symbol: str) -> Decimal:
+        """The net filled quantity (BUY +, SELL -) of `client` in `symbol`, as this region counts it."""
+        response = aws.client("dynamodb", self.region).get_item(
+            TableName=self.table, Key=to_attrs({"pk": position_pk(client, symbol)}), ConsistentRead=True
+        )
+        attrs = response.get("Item")
+        return Decimal(from_attrs(attrs).get("position", ZERO)) if attrs else ZERO
+
+    def position_change(self, client: str, symbol: str, delta: Decimal) -> dict[str, Any]:
+        """The TransactWriteItems Update that adds `delta` to the counter (made on first use)."""
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": to_attrs({"pk": position_pk(client, symbol)}),
+                "UpdateExpression": "ADD #p :d SET #c = :c, #s = :s",
+                "ExpressionAttributeNames": {"#p": "position", "#c": "client", "#s": "symbol"},
+                "ExpressionAttributeValues": to_attrs({":d": delta, ":c": client, ":s": symbol}),
+            }
+        }
+
+
+def position_pk(client: str, symbol: str) -> str:
+    # The symbol first: it never holds "#", so no client name can make two keys collide.
+    return f"POS#{symbol}#{client}"
+
 
 _emulator_seq_lock = threading.Lock()
 
@@ -333,13 +412,15 @@ class RegionStores:
     sequences: SequenceStore
 
     @classmethod
-    def for_region(cls, region: str, prefix: str) -> RegionStores:
+    def for_region(cls, region: str, prefix: str, counted_symbols: Iterable[str] = ()) -> RegionStores:
+        """`counted_symbols`: the markets with a position limit, whose trades move the counters."""
         names = table_names(prefix)
+        sequences = SequenceStore(region, names["sequences"])
         return cls(
             region=region,
             orders=OrderStore(region, names["orders"]),
-            trades=TradeStore(region, names["trades"]),
-            sequences=SequenceStore(region, names["sequences"]),
+            trades=TradeStore(region, names["trades"], positions=sequences, counted_symbols=frozenset(counted_symbols)),
+            sequences=sequences,
         )
 
 

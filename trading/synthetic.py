@@ -69,6 +69,7 @@ class SyntheticTraders:
         self.failed = 0
         self.retried = 0
         self.duplicates = 0  # retries that became a second order (idempotency off)
+        self.limited = 0  # refused by the position limit (EXCHANGE_POSITION_LIMIT)
         # order id -> (deadline, intent, is a retry); settled orders leave on their event.
         self.waiting: dict[str, tuple[float, Intent, bool]] = {}
         self._lock = threading.Lock()
@@ -97,11 +98,15 @@ class SyntheticTraders:
 
     def submit(self, intent: Intent, retry: bool = False) -> None:
         from trading.actions import RegionUnavailable, submit_order
+        from trading.limits import PositionLimitExceeded
 
         try:
             order, created = submit_order(self.exchange, intent.client, intent.payload, intent.idempotency_key)  # type: ignore[arg-type]
         except RegionUnavailable:
             self.failed += 1
+            return
+        except PositionLimitExceeded:
+            self.limited += 1  # the pre-trade check at work, not a failure
             return
         except Exception:
             self.failed += 1

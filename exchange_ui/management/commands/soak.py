@@ -117,6 +117,7 @@ class Traders:
 
     def run(self, started: float) -> None:
         from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
+        from trading.limits import PositionLimitExceeded
 
         interval = 1.0 / self.rate
         sent = 0
@@ -146,6 +147,10 @@ class Traders:
             except IdempotencyConflict:
                 with self._lock:
                     self.counts["conflict"] += 1
+                continue
+            except PositionLimitExceeded:
+                with self._lock:
+                    self.counts["limited"] += 1
                 continue
             except Exception:
                 log.exception("order %s failed", intent.idempotency_key)
@@ -322,6 +327,7 @@ class Command(BaseCommand):
             "orders_intended": orders,
             "accepted": len(traders.accepted),
             "refused_after_retries": traders.counts["refused"],
+            "refused_by_position_limit": traders.counts["limited"],
             "retries": traders.counts["retried"],
             "rerouted": traders.counts["rerouted"],
             "trades": len(trades),
