@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +32,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from reconcile_panel.replication import as_replica, is_replica, lww_decision, version_ms
 from reconcile_panel.store import ItemTable, replicated_tables
 from trading.config import ExchangeConfig
+from trading.limits import signed
+from trading.store import SequenceStore, table_names
 from trading.streams import ChangeRecord, StreamTailer
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,9 @@ class Replicator:
 
     def __post_init__(self) -> None:
         self.tables = replicated_tables(self.config.table_prefix)
+        # The regional (never replicated) tables that hold each region's position counters.
+        sequences = table_names(self.config.table_prefix)["sequences"]
+        self.sequences = {region: SequenceStore(region, sequences) for region in self.config.regions}
         self.regions = tuple(self.config.regions)
         self.pairs = tuple((a, b) for a in self.regions for b in self.regions if a != b)
         self.backlog: dict[tuple[str, str], deque[Pending]] = {pair: deque() for pair in self.pairs}
@@ -198,9 +204,22 @@ class Replicator:
             existing = table.get(pk)
             if lww_decision(existing, pending.item, dst, pending.writer) == "skip":
                 return "skipped"
-            if table.put_over(as_replica(pending.item, pending.writer), existing):
+            count = self.position_change(dst, pending) if existing is None else None
+            if table.put_over(as_replica(pending.item, pending.writer), existing, count):
                 return "applied"
         raise RuntimeError(f"replica write of {pk} to {dst} kept losing to local writes")
+
+    def position_change(self, dst: str, pending: Pending) -> dict[str, Any] | None:
+        """For another region's trade new to `dst`, in a market with a limit: the update
+        that adds it to dst's position counter (so after a heal it holds the merged fills)."""
+        if pending.role != "trades":
+            return None
+        item = pending.item
+        symbol = str(item.get("symbol", ""))
+        if self.config.position_limit(symbol) is None:
+            return None
+        delta = signed(str(item["side"]), Decimal(item["qty"]))
+        return self.sequences[dst].position_change(str(item["client"]), symbol, delta)
 
     def deliver(self) -> int:
         """Apply what every open pair has waiting, in order. Returns how many records."""

@@ -11,7 +11,8 @@ an AzWorker, at runtime `wait_until_final` polls the store while the workers run
 - cancel_fill_race: the order is accepted and a cancel accepted in one region, while
   the retry fills in the other;
 - over_limit: one account buys up to its position limit in each region; each region's
-  local check passes, the merged position exceeds the limit.
+  ingest check passes (it counts only its own fills while cut off), the merged position
+  exceeds the limit; a further order in the same region is refused by that ingest.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from reconcile_panel.limits import check_position_limit
 from simfill.engine import OrderTerms, decide
 from trading.actions import Exchange, cancel_order, submit_order
 from trading.domain import Order, simulation_seed, validate_order
+from trading.limits import PositionLimitExceeded
 
 Settle = Callable[[str, str], Order]
 
@@ -40,6 +41,7 @@ class Divergence:
     copies: tuple[Order, ...]  # each region's final copy, as it stood before the heal
     note: str = ""
     happened: bool = True  # False when the race went the ordinary way (e.g. filled before the cancel)
+    refused_in: tuple[str, ...] = ()  # over_limit: regions whose ingest refused a further order
 
 
 def outcome_of(ex: Exchange, client: str, payload: dict[str, Any], key: str) -> str:
@@ -123,24 +125,42 @@ def over_limit(
     regions: tuple[str, ...],
     key_prefix: str,
 ) -> Divergence:
-    """Buy `payload` in each region after that region's own limit check passed."""
+    """Buy `payload` in each region; each region's ingest checks it against its own count.
+
+    Where the exchange enforces a limit for the market, a further order in the same region
+    follows each fill: that region's ingest has counted its own fill and refuses it,
+    while the other region's fills stay out of its view until the heal.
+    """
     copies = []
+    refused = []
+    symbol = validate_order(payload, ex.config).symbol
+    enforced = ex.config.position_limit(symbol) is not None
     for region in regions:
         body = {**payload, "region": region}
-        request = validate_order(body, ex.config)
-        check_position_limit(ex.stores[region], client, request.symbol, request.side, request.qty, limit)
         key = pick_key(ex, client, body, f"{key_prefix}-{region}")
         order, _ = submit_order(ex, client, body, key)
         copies.append(settle(region, order.order_id))
+        if not enforced:
+            continue
+        try:
+            more, _ = submit_order(ex, client, body, f"{key_prefix}-{region}-more")
+        except PositionLimitExceeded:
+            refused.append(region)
+        else:  # the local check let it through: it is part of the position now
+            copies.append(settle(region, more.order_id))
     merged = sum((c.filled_qty for c in copies), Decimal("0"))
+    note = f"{client} holds {format(merged, 'f')} across the regions against a limit of {format(limit, 'f')}"
+    if refused:
+        note += f"; a further order was refused in {', '.join(refused)}"
     return Divergence(
         "over_limit",
         client,
         tuple(regions),
         tuple(c.order_id for c in copies),
         tuple(copies),
-        note=f"{client} holds {format(merged, 'f')} across the regions against a limit of {format(limit, 'f')}",
+        note=note,
         happened=merged > limit,
+        refused_in=tuple(refused),
     )
 
 

@@ -21,7 +21,7 @@ from reconcile_panel.provision import reconcile_table_name
 from reconcile_panel.replication import version_attribute
 from trading import aws
 from trading.config import ExchangeConfig
-from trading.store import from_attrs, is_conditional_failure, scan_items, table_names, to_attrs
+from trading.store import from_attrs, is_conditional_failure, put_new_counted, scan_items, table_names, to_attrs
 
 
 def replicated_tables(prefix: str) -> dict[str, str]:
@@ -44,9 +44,15 @@ class ItemTable:
         attrs = response.get("Item")
         return from_attrs(attrs) if attrs else None
 
-    def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None) -> bool:
+    def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None, count: dict[str, Any] | None = None) -> bool:
         """Put `item`, conditional on the table still holding `existing` (as far as its
-        version goes). False if a write came in between: read again and decide again."""
+        version goes). False if a write came in between: read again and decide again.
+
+        `count` (a TransactWriteItems Update, for an item new here) is applied in the same
+        transaction as the put: a trade moves this region's position counter exactly once.
+        """
+        if existing is None and count is not None:
+            return put_new_counted(self._ddb, self.table, item, count)
         kwargs: dict[str, Any] = {"TableName": self.table, "Item": to_attrs(item)}
         if existing is None:
             kwargs["ConditionExpression"] = "attribute_not_exists(pk)"

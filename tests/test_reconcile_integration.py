@@ -16,8 +16,10 @@ from reconcile_panel.scenarios import PartitionPlay
 from reconcile_panel.store import load_history, load_tables
 from reconcile_panel.worker import ReconcileWorker
 from simfill.worker import AzWorker
-from tests.conftest import order_payload, wait_for
+from reconcile_panel.limits import local_position
+from tests.conftest import make_config, order_payload, wait_for
 from trading.actions import Exchange, submit_order
+from trading.config import ExchangeConfig
 from trading.domain import Order
 
 LIMIT = Decimal("1")
@@ -44,6 +46,12 @@ class Cluster:
             return None
 
         return wait_for(final, timeout_s=20, interval_s=0, message=f"{order_id} final in {region}")
+
+
+@pytest.fixture
+def config() -> ExchangeConfig:
+    # The limit each region's ingest checks against its own position counter.
+    return make_config(position_limits={"BTC-USD": LIMIT})
 
 
 @pytest.fixture
@@ -77,9 +85,20 @@ def test_it_diverges_under_a_partition_and_converges_after_heal_and_reconcile(cl
         assert cluster.reconciler.run_once().held
     dup_id = divergences[0].order_ids[0]
     assert cluster.ex.stores[west].orders.get(dup_id).region == west  # each region has its own copy
+    # Each region's ingest passed its own buy and refused a further one: the local check
+    # works, it just cannot see the other region's fills while cut off.
+    over = divergences[2]
+    assert over.refused_in == (east, west)
+    own = {c.region: c.filled_qty for c in over.copies}
+    assert {r: position_of(cluster, r, over.client) for r in (east, west)} == own
+    assert all(qty <= LIMIT for qty in own.values()) and sum(own.values()) > LIMIT
 
     cluster.replicator.drain()  # heal: the backlog drains
     assert cluster.replicator.backlog_size(east, west) == cluster.replicator.backlog_size(west, east) == 0
+    # Each region's counter now holds the merged fills, counted once.
+    merged = sum(own.values())
+    for region in (east, west):
+        assert position_of(cluster, region, over.client) == merged == local_position(cluster.ex.stores[region], over.client, "BTC-USD")
     result = cluster.reconciler.run_once()
     west_trades = [t for t in cluster.ex.stores[west].trades.scan_all() if t.region == west]
     busted = [t for t in west_trades if t.order_id in {dup_id, divergences[1].order_ids[0]}]
@@ -92,9 +111,12 @@ def test_it_diverges_under_a_partition_and_converges_after_heal_and_reconcile(cl
     tables = tables_by_region(cluster.ex.config)
     assert tables[east] == tables[west]
     assert len(tables[east]["reconcile"]) == result.written
+    for region in (east, west):  # replaying replication and reconciliation counted nothing twice
+        assert position_of(cluster, region, over.client) == merged
 
     kinds = [e["type"] for e in published if e["type"] in {"trade.conflicted", "trade.compensated", "pnl.adjusted"}]
     assert kinds.count("trade.conflicted") == 3
+    assert any(e["data"]["kind"] == "over_limit" for e in published if e["type"] == "trade.conflicted")
     assert kinds.count("trade.compensated") == result.compensations
     assert kinds.count("pnl.adjusted") == result.adjustments
     conflicted = next(e for e in published if e["type"] == "trade.conflicted" and e["data"]["kind"] == "duplicate_fill")
@@ -112,6 +134,10 @@ def test_it_diverges_under_a_partition_and_converges_after_heal_and_reconcile(cl
     assert replay.run_once().written == 0
     assert len(published) == before
     assert cluster.replicator.drain() == 0 or tables_by_region(cluster.ex.config) == tables
+
+
+def position_of(cluster: Cluster, region: str, client: str) -> Decimal:
+    return cluster.ex.stores[region].sequences.position(client, "BTC-USD")
 
 
 def load_history_with_limit(cluster: Cluster) -> Any:

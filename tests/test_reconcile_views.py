@@ -39,9 +39,7 @@ def reconciled(moto_server: MotoServer) -> Iterator[SimpleNamespace]:
 
     moto_server.reset()
     forget_urls()
-    limits = pytest.MonkeyPatch()
-    limits.setenv("EXCHANGE_POSITION_LIMIT", "BTC-USD=1")  # what check_history and the worker read
-    config = make_config()
+    config = make_config(position_limits={"BTC-USD": LIMIT})  # what ingest, check_history and the worker read
     bootstrap(config)
     ensure_reconcile_tables(config)
     ex = Exchange(config=config)
@@ -71,7 +69,6 @@ def reconciled(moto_server: MotoServer) -> Iterator[SimpleNamespace]:
         ev.remove_sink(captured.append)
     assert result.conflicts == 3, result
     yield SimpleNamespace(ex=ex, config=config, divergences=divergences, result=result, events=captured)
-    limits.undo()
 
 
 @pytest.fixture
