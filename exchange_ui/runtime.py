@@ -293,10 +293,10 @@ class Runtime:
 
         A retry fails over to the other region with the same idempotency key (duplicate
         fill), a cancel lands in one region while the retry fills in the other, and, with
-        EXCHANGE_POSITION_LIMIT set, an account buys up to its limit in each region. The
+        EXCHANGE_POSITION_LIMIT set, an account buys up to its limit in each region (each
+        region's ingest lets its own buy through and refuses a further one). The
         reconciler then has real conflicts to decide when the partition heals.
         """
-        from reconcile_panel.limits import position_limits
         from reconcile_panel.scenarios import PartitionPlay, wait_until_final
 
         played = 0
@@ -306,7 +306,7 @@ class Runtime:
             if cut and not was_cut:
                 played += 1
                 symbol = self.config.markets[0].symbol
-                limit = position_limits(self.config).get(symbol)
+                limit = self.config.position_limit(symbol)
                 play = PartitionPlay(
                     self.exchange,
                     wait_until_final(self.exchange, timeout_s=20),
