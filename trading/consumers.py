@@ -25,6 +25,9 @@ MIRROR_SLACK_MS = 5_000
 REPLAY_WINDOW_MS = 30_000
 MAX_BUFFER = 5000
 CLOSE_UNAUTHENTICATED = 4401
+# "Service restart" (1012) as an application code: daphne refuses to send 1012 itself
+# (only 1000 and 3000-4999), and the page reconnects on it like on any other close.
+CLOSE_FAILOVER = 4012
 
 
 class BufferedEventsConsumer(AsyncWebsocketConsumer):
@@ -83,7 +86,7 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
     async def exchange_failover(self, message: dict[str, Any]) -> None:
         # The connection this socket rides on is gone (Redis failover): close as a
         # restarting service would; the client reconnects and resynchronises.
-        await self.close(code=1012)
+        await self.close(code=CLOSE_FAILOVER)
 
     async def flush_loop(self) -> None:
         while True:
