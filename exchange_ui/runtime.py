@@ -131,7 +131,7 @@ class Runtime:
         """ElastiCache AZ power interrupt, locally: every live connection drops.
 
         With REDIS_URL the real Redis kills its clients (the channel layer reconnects);
-        either way every open socket is closed with 1012 (service restart), and the
+        either way every open socket is closed with 4012 (service restart), and the
         browsers reconnect and resynchronise from the store.
         """
         if self.config.redis_url:

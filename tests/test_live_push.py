@@ -22,7 +22,8 @@ from trading import events
 from trading.consumers import FLUSH_INTERVAL_S
 from trading.models import ApiToken
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+# One xdist group for every test on the real Redis: a failover test kills its clients.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.xdist_group("redis")]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

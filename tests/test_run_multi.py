@@ -20,7 +20,8 @@ import pytest
 from tests.conftest import wait_for
 from trading.motoserver import free_port
 
-pytestmark = pytest.mark.redis
+# One xdist group for every test on the real Redis: a failover kills its clients.
+pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("redis")]
 
 ROOT = Path(__file__).resolve().parent.parent
 
