@@ -24,15 +24,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from reconcile_panel.limits import position_delta
 from reconcile_panel.replication import as_replica, is_replica, lww_decision, version_ms
 from reconcile_panel.store import ItemTable, replicated_tables
 from trading.config import ExchangeConfig
-from trading.limits import signed
 from trading.store import SequenceStore, table_names
 from trading.streams import ChangeRecord, StreamTailer
 
@@ -210,16 +209,13 @@ class Replicator:
         raise RuntimeError(f"replica write of {pk} to {dst} kept losing to local writes")
 
     def position_change(self, dst: str, pending: Pending) -> dict[str, Any] | None:
-        """For another region's trade new to `dst`, in a market with a limit: the update
-        that adds it to dst's position counter (so after a heal it holds the merged fills)."""
-        if pending.role != "trades":
+        """For another region's trade (or compensation) new to `dst`, in a market with a
+        limit: the update that moves dst's position counter by it, so after a heal and
+        reconciliation each counter holds the merged, compensated position."""
+        delta = position_delta(pending.role, pending.item)
+        if delta is None or self.config.position_limit(delta[1]) is None:
             return None
-        item = pending.item
-        symbol = str(item.get("symbol", ""))
-        if self.config.position_limit(symbol) is None:
-            return None
-        delta = signed(str(item["side"]), Decimal(item["qty"]))
-        return self.sequences[dst].position_change(str(item["client"]), symbol, delta)
+        return self.sequences[dst].position_change(*delta)
 
     def deliver(self) -> int:
         """Apply what every open pair has waiting, in order. Returns how many records."""

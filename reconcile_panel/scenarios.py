@@ -181,10 +181,12 @@ class PartitionPlay:
         first, second = self.regions
         base = {"symbol": self.symbol, "side": "BUY", "price": self.price}
         with cut if cut is not None else nullcontext():
-            dup_payload = {**base, "qty": "0.5000", "region": first}
+            # Within any configured limit, so only the over-limit client meets the limit.
+            small = min(Decimal("0.5"), self.limit / 2).quantize(Decimal("0.0001"))
+            dup_payload = {**base, "qty": format(small, "f"), "region": first}
             key = pick_key(self.ex, f"{self.tag}-dup", dup_payload, f"{self.tag}-dup")
             self.results.append(duplicate_fill(self.ex, self.settle, f"{self.tag}-dup", dup_payload, key, first, second))
-            race_payload = {**base, "qty": "0.3000", "region": second}
+            race_payload = {**base, "qty": format((small * Decimal("0.6")).quantize(Decimal("0.0001")), "f"), "region": second}
             key = pick_key(self.ex, f"{self.tag}-race", race_payload, f"{self.tag}-race")
             self.results.append(
                 cancel_fill_race(self.ex, self.settle, f"{self.tag}-race", race_payload, key, first, second)

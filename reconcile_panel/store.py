@@ -44,6 +44,21 @@ class ItemTable:
         attrs = response.get("Item")
         return from_attrs(attrs) if attrs else None
 
+    def get_many(self, pks: list[str]) -> list[dict[str, Any]]:
+        """The items among `pks` that exist, in the order asked (BatchGetItem, 100 keys a call)."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pks), 100):
+            request: dict[str, Any] = {
+                self.table: {"Keys": [to_attrs({"pk": pk}) for pk in dict.fromkeys(pks[start : start + 100])], "ConsistentRead": True}
+            }
+            while request:
+                response = self._ddb.batch_get_item(RequestItems=request)
+                for attrs in response.get("Responses", {}).get(self.table, []):
+                    item = from_attrs(attrs)
+                    found[str(item["pk"])] = item
+                request = response.get("UnprocessedKeys") or {}
+        return [found[pk] for pk in pks if pk in found]
+
     def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None, count: dict[str, Any] | None = None) -> bool:
         """Put `item`, conditional on the table still holding `existing` (as far as its
         version goes). False if a write came in between: read again and decide again.
@@ -89,8 +104,13 @@ class ReconcileStore:
     def _ddb(self) -> Any:
         return aws.client("dynamodb", self.region)
 
-    def put_once(self, item: dict[str, Any]) -> bool:
-        """Write a decision record under its deterministic id; False if it is already there."""
+    def put_once(self, item: dict[str, Any], count: dict[str, Any] | None = None) -> bool:
+        """Write a decision record under its deterministic id; False if it is already there.
+
+        `count` (a TransactWriteItems Update) moves a position counter in the same transaction.
+        """
+        if count is not None:
+            return put_new_counted(self._ddb, self.table, item, count)
         try:
             self._ddb.put_item(TableName=self.table, Item=to_attrs(item), ConditionExpression="attribute_not_exists(pk)")
         except ClientError as error:

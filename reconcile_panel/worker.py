@@ -19,11 +19,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconcile_panel import events as reconcile_events
-from reconcile_panel.limits import position_limits
+from reconcile_panel.limits import position_delta, position_limits
 from reconcile_panel.reconciler import (
     FINAL,
     SUPERSEDED,
@@ -40,7 +41,7 @@ from reconcile_panel.reconciler import (
 from reconcile_panel.replication import is_replica
 from reconcile_panel.store import ReconcileStore
 from trading.config import ExchangeConfig
-from trading.store import table_names
+from trading.store import SequenceStore, table_names
 from trading.streams import ChangeRecord, StreamTailer
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ReconcileWorker:
         self.limits = position_limits(config) if limits is None else dict(limits)
         self.reference_prices = {m.symbol: m.reference_price for m in config.markets}
         self.store = ReconcileStore.for_region(self.home_region, config.table_prefix)
+        self.sequences = SequenceStore(self.home_region, table_names(config.table_prefix)["sequences"])
         self.poll_interval_s = poll_interval_s
         self.copies: dict[tuple[str, str], Acceptance] = {}
         self.fills: dict[str, Fill] = {}
@@ -201,7 +203,7 @@ class ReconcileWorker:
             pk = str(item["pk"])
             if pk in self._written:
                 continue
-            if self.store.put_once(item):
+            if self.store.put_once(item, self._position_change(item)):
                 counts[item["recordType"]] += 1
                 reconcile_events.publish_record(item, self.home_region, conflict_regions.get(str(item.get("conflictId"))))
             self._written.add(pk)
@@ -209,6 +211,14 @@ class ReconcileWorker:
         with self._lock:
             self._touched -= settled
         return RunResult(False, counts["CONFLICT"], counts["COMPENSATION"], counts["ADJUSTMENT"])
+
+    def _position_change(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        """A compensation in a market with a limit moves the home region's position counter
+        back in the same write (the replicator does the same in the other regions)."""
+        delta = position_delta("reconcile", item)
+        if delta is None or self.config.position_limit(delta[1]) is None:
+            return None
+        return self.sequences.position_change(*delta)
 
     def _settled(self, order_ids: set[str]) -> set[str]:
         still = set(unsettled_orders(self.ledger(order_ids)))

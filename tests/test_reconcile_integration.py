@@ -111,8 +111,17 @@ def test_it_diverges_under_a_partition_and_converges_after_heal_and_reconcile(cl
     tables = tables_by_region(cluster.ex.config)
     assert tables[east] == tables[west]
     assert len(tables[east]["reconcile"]) == result.written
+    # Each compensation moved every region's counter back by what it reversed: the
+    # account is at most at its limit again, and the counter agrees with the tables.
+    compensations = list(cluster.reconciler.store.scan_all("COMPENSATION"))
+    after = {region: position_of(cluster, region, over.client) for region in (east, west)}
+    assert after[east] == after[west] <= LIMIT < merged
+    for region in (east, west):
+        assert after[region] == local_position(cluster.ex.stores[region], over.client, "BTC-USD", compensations)
+    assert cluster.reconciler.run_once().written == 0
+    cluster.replicator.drain()
     for region in (east, west):  # replaying replication and reconciliation counted nothing twice
-        assert position_of(cluster, region, over.client) == merged
+        assert position_of(cluster, region, over.client) == after[region]
 
     kinds = [e["type"] for e in published if e["type"] in {"trade.conflicted", "trade.compensated", "pnl.adjusted"}]
     assert kinds.count("trade.conflicted") == 3
