@@ -227,3 +227,30 @@ def test_it_pushes_conflicts_compensations_and_adjustments_as_rows(reconciled: S
     assert 'id="conflict-' not in public and 'id="comp-' not in public and 'id="adj-' not in public
     assert 'id="mine-refresh"' in public and 'id="panel-refresh"' not in public
     assert 'id="panel-refresh"' in staff and 'hx-include="#reconcile-filters"' in staff
+
+
+def test_it_shows_a_trader_what_reconciliation_decided_about_their_order(runtime: Runtime, reconciled: SimpleNamespace) -> None:
+    dup = reconciled.divergences[0]
+    assert dup.kind == "duplicate_fill"
+    owner = trader(dup.client)
+    body = owner.get(f"/api/orders/{dup.order_ids[0]}").json()
+    found = body["reconciliation"]
+    assert [c["kind"] for c in found["conflicts"]] == ["duplicate_fill"]
+    (conflict,) = found["conflicts"]
+    east, west = reconciled.config.regions
+    assert conflict["standing_region"] == east and set(conflict["regions"]) == {east, west}
+    # The other region's fills are the ones reversed, each by a trade cancel, in full.
+    assert {c["trade_id"] for c in found["compensations"]} == set(conflict["compensated_trade_ids"]) != set()
+    assert all(c["region"] == west and c["exec_type"] == "H" and c["reversed_qty"] == c["qty"] for c in found["compensations"])
+    assert Decimal(found["reversed_qty"]) == sum(Decimal(c["qty"]) for c in found["compensations"]) > 0
+    assert found["complete"] is True
+    # Someone else's order stays invisible, reconciliation and all.
+    assert trader("nosy").get(f"/api/orders/{dup.order_ids[0]}").status_code == 404
+
+
+def test_it_says_null_when_reconciliation_decided_nothing(runtime: Runtime, reconciled: SimpleNamespace) -> None:
+    from trading.actions import submit_order
+
+    order, _ = submit_order(reconciled.ex, "quiet", {"symbol": "BTC-USD", "side": "SELL", "qty": "0.0100", "price": "50000.00"}, "quiet-1")
+    body = trader("quiet").get(f"/api/orders/{order.order_id}").json()
+    assert body["order_id"] == order.order_id and body["reconciliation"] is None

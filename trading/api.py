@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
@@ -192,8 +193,17 @@ def get_order(request: HttpRequest, order_id: str) -> HttpResponse:
     if order is None:
         return error(404, "not_found", "no such order")
     ex = get_exchange()
-    fills = ex.stores[order.region].trades.for_order(order.order_id, order.region)
-    return JsonResponse(order_json(order, fills))
+    try:
+        fills = ex.stores[order.region].trades.for_order(order.order_id, order.region)
+        body = order_json(order, fills)
+        if len(ex.config.regions) > 1:
+            from reconcile_panel.orders import order_reconciliation
+
+            # Conflicts and compensations decided about this order, null when none.
+            body["reconciliation"] = order_reconciliation(ex.config, order.region, order.order_id)
+    except (BotoCoreError, ClientError):
+        return unavailable(RegionUnavailable(order.region))
+    return JsonResponse(body)
 
 
 @router.delete("/orders/{order_id}", summary="Request a cancel (applied in order with the fill)")
