@@ -35,6 +35,7 @@ from reconcile_panel.reconciler import (
     acceptance_from_order_item,
     decision_items,
     fill_from_trade_item,
+    gc_paused,
     reconcile,
     unsettled_orders,
 )
@@ -105,39 +106,46 @@ class ReconcileWorker:
     # --- history ------------------------------------------------------------------
 
     def ingest_batch(self, records: list[ChangeRecord]) -> None:
-        for record in records:
-            self.ingest(record)
+        # One lock and one collector pause for the batch, not one per record.
+        with self._lock, gc_paused():
+            for record in records:
+                self._ingest(record)
 
     def ingest(self, record: ChangeRecord) -> None:
         """Take one stream record into the merged history (replicas are ignored)."""
+        with self._lock:
+            self._ingest(record)
+
+    def _ingest(self, record: ChangeRecord) -> None:
         image = record.new_image
         if image is None:
             return
-        pk = str(image.get("pk", ""))
-        with self._lock:
-            if pk.startswith("ORDER#"):
-                if is_replica(image):
-                    self._superseded_by(image, record.region)
+        pk = image.get("pk", "")
+        if type(pk) is not str:
+            pk = str(pk)
+        if pk.startswith("ORDER#"):
+            if is_replica(image):
+                self._superseded_by(image, record.region)
+                return
+            # The writer's region names the copy: that is where its fills happen.
+            acc = acceptance_from_order_item(image, region=record.region)
+            key = (acc.order_id, acc.region)
+            known = self.copies.get(key)
+            if known is not None:
+                if known.updated_ms > acc.updated_ms:
                     return
-                # The writer's region names the copy: that is where its fills happen.
-                acc = acceptance_from_order_item(image, region=record.region)
-                key = (acc.order_id, acc.region)
-                known = self.copies.get(key)
-                if known is not None:
-                    if known.updated_ms > acc.updated_ms:
-                        return
-                    # When and where in the sequence it was accepted is the copy's first write.
-                    acc = replace(acc, accept_ms=known.accept_ms, seq=known.seq)
-                self.copies[key] = acc
-                self._regions_by_order[acc.order_id].add(acc.region)
-                self._orders_by_account[(acc.client, acc.symbol)].add(acc.order_id)
-                self._touched.add(acc.order_id)
-            elif pk.startswith("TRADE#") and not is_replica(image):
-                fill = fill_from_trade_item(image)
-                self.fills[fill.trade_id] = fill
-                self._fills_by_order[fill.order_id].add(fill.trade_id)
-                self._orders_by_account[(fill.client, fill.symbol)].add(fill.order_id)
-                self._touched.add(fill.order_id)
+                # When and where in the sequence it was accepted is the copy's first write.
+                acc = replace(acc, accept_ms=known.accept_ms, seq=known.seq)
+            self.copies[key] = acc
+            self._regions_by_order[acc.order_id].add(acc.region)
+            self._orders_by_account[(acc.client, acc.symbol)].add(acc.order_id)
+            self._touched.add(acc.order_id)
+        elif pk.startswith("TRADE#") and not is_replica(image):
+            fill = fill_from_trade_item(image)
+            self.fills[fill.trade_id] = fill
+            self._fills_by_order[fill.order_id].add(fill.trade_id)
+            self._orders_by_account[(fill.client, fill.symbol)].add(fill.order_id)
+            self._touched.add(fill.order_id)
 
     def _superseded_by(self, image: dict, region: str) -> None:
         """Another region's final copy overwrote this region's open one: it will never fill."""
@@ -164,10 +172,14 @@ class ReconcileWorker:
         """The touched orders and, where limits apply, every order of their accounts."""
         scope = set(touched)
         if self.limits:
+            # Each account once: its orders are many, its touched orders often most of them.
+            accounts = set()
             for order_id in touched:
                 for region in self._regions_by_order.get(order_id, ()):
                     acc = self.copies[(order_id, region)]
-                    scope |= self._orders_by_account.get((acc.client, acc.symbol), set())
+                    accounts.add((acc.client, acc.symbol))
+            for account in accounts:
+                scope.update(self._orders_by_account.get(account, ()))
         return scope
 
     def held(self) -> bool:
