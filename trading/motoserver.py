@@ -35,7 +35,7 @@ class MotoServer:
     def start(self, timeout_s: float = 30.0) -> MotoServer:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "trading.moto_main", "-H", self.host, "-p", str(self.port)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
