@@ -21,7 +21,7 @@ from reconcile_panel.provision import reconcile_table_name
 from reconcile_panel.replication import version_attribute
 from trading import aws
 from trading.config import ExchangeConfig
-from trading.store import from_attrs, is_conditional_failure, put_new_counted, scan_items, table_names, to_attrs
+from trading.store import batch_get_items, from_attrs, is_conditional_failure, put_new_counted, scan_items, table_names, to_attrs
 
 
 def replicated_tables(prefix: str) -> dict[str, str]:
@@ -45,19 +45,8 @@ class ItemTable:
         return from_attrs(attrs) if attrs else None
 
     def get_many(self, pks: list[str]) -> list[dict[str, Any]]:
-        """The items among `pks` that exist, in the order asked (BatchGetItem, 100 keys a call)."""
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(pks), 100):
-            request: dict[str, Any] = {
-                self.table: {"Keys": [to_attrs({"pk": pk}) for pk in dict.fromkeys(pks[start : start + 100])], "ConsistentRead": True}
-            }
-            while request:
-                response = self._ddb.batch_get_item(RequestItems=request)
-                for attrs in response.get("Responses", {}).get(self.table, []):
-                    item = from_attrs(attrs)
-                    found[str(item["pk"])] = item
-                request = response.get("UnprocessedKeys") or {}
-        return [found[pk] for pk in pks if pk in found]
+        """The items among `pks` that exist, in the order asked."""
+        return batch_get_items(self._ddb, self.table, pks)
 
     def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None, count: dict[str, Any] | None = None) -> bool:
         """Put `item`, conditional on the table still holding `existing` (as far as its

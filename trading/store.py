@@ -174,6 +174,22 @@ def trade_from_item(item: dict[str, Any]) -> Trade:
 # --- tables ----------------------------------------------------------------------
 
 
+def batch_get_items(ddb: Any, table: str, pks: list[str]) -> list[dict[str, Any]]:
+    """The items among `pks` that exist, in the order asked: consistent BatchGetItem calls
+    of at most 100 keys, following UnprocessedKeys."""
+    found: dict[str, dict[str, Any]] = {}
+    unique = list(dict.fromkeys(pks))
+    for start in range(0, len(unique), 100):
+        request: dict[str, Any] = {table: {"Keys": [to_attrs({"pk": pk}) for pk in unique[start : start + 100]], "ConsistentRead": True}}
+        while request:
+            response = ddb.batch_get_item(RequestItems=request)
+            for attrs in response.get("Responses", {}).get(table, []):
+                item = from_attrs(attrs)
+                found[str(item["pk"])] = item
+            request = response.get("UnprocessedKeys") or {}
+    return [found[pk] for pk in unique if pk in found]
+
+
 def scan_items(ddb: Any, table: str, pk_prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Every item of a table whose pk starts with `pk_prefix`, page by page."""
     kwargs["TableName"] = table
@@ -228,6 +244,10 @@ class OrderStore:
             UpdateExpression="REMOVE outboxPending",
             ConditionExpression="attribute_exists(pk)",
         )
+
+    def get_many(self, order_ids: list[str]) -> list[Order]:
+        """The orders among `order_ids` that exist (consistent reads, no scan)."""
+        return [order_from_item(item) for item in batch_get_items(self._ddb, self.table, [f"ORDER#{i}" for i in order_ids])]
 
     def outbox_pending(self, older_than_ms: int) -> Iterator[Order]:
         """Orders written but whose OrderAccepted send is not confirmed (a sparse attribute)."""
