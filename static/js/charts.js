@@ -25,9 +25,26 @@
     return isFinite(value) ? value : null;
   }
 
+  // Colours and canvas sizes are read once (and again when they change), never while drawing:
+  // a read of computed style or layout right after a frame's rows went in forces Chrome to
+  // restyle and lay out the page inside the frame's task.
+  var palette = {};
   function css(name, fallback) {
-    var value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-    return value || fallback;
+    if (!(name in palette)) palette[name] = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return palette[name] || fallback;
+  }
+  var sizes = new Map(); // canvas -> {width, height} in CSS pixels, kept by a ResizeObserver
+  var resizes = window.ResizeObserver ? new ResizeObserver(function (entries) {
+    entries.forEach(function (entry) { sizes.set(entry.target, { width: entry.target.clientWidth, height: entry.target.clientHeight }); });
+    scheduleDraw();
+  }) : null;
+  function sizeOf(canvas) {
+    var known = sizes.get(canvas);
+    if (known) return known;
+    if (resizes) resizes.observe(canvas);
+    known = { width: canvas.clientWidth, height: canvas.clientHeight }; // once per canvas
+    sizes.set(canvas, known);
+    return known;
   }
 
   function sample() {
@@ -94,7 +111,8 @@
     var series = SERIES[canvas.getAttribute("data-chart")];
     if (!series) return;
     var dpr = window.devicePixelRatio || 1;
-    var width = canvas.clientWidth || 300, height = canvas.clientHeight || 110;
+    var size = sizeOf(canvas);
+    var width = size.width || 300, height = size.height || 110;
     if (canvas.width !== Math.round(width * dpr)) canvas.width = Math.round(width * dpr);
     if (canvas.height !== Math.round(height * dpr)) canvas.height = Math.round(height * dpr);
     var ctx = canvas.getContext("2d");
@@ -154,7 +172,16 @@
   function short(v) { return v >= 10000 ? Math.round(v / 1000) + "k" : v >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10); }
 
   function drawAll() {
+    drawPending = false;
     document.querySelectorAll("canvas[data-chart]").forEach(draw);
+  }
+
+  // At most one redraw per display frame, in the frame's own rendering step.
+  var drawPending = false;
+  function scheduleDraw() {
+    if (drawPending) return;
+    drawPending = true;
+    requestAnimationFrame(drawAll);
   }
 
   // --- experiment timelines: "now" moves and running bars grow between pushes -----------------
@@ -175,11 +202,11 @@
 
   function refreshEmptyRuns() {
     var list = document.getElementById("experiment-list"), empty = document.getElementById("experiments-empty");
-    if (list && empty) empty.hidden = list.children.length > 0;
+    if (list && empty && empty.hidden !== list.children.length > 0) empty.hidden = list.children.length > 0;
   }
 
   function onChange() {
-    if (sample()) drawAll();
+    if (sample()) scheduleDraw();
     refreshEmptyRuns();
   }
 
@@ -192,9 +219,14 @@
     new MutationObserver(onChange).observe(root, { childList: true, subtree: true });
     onChange();
     drawAll();
-    setInterval(drawAll, 1000);   // the time axis moves even when no frame arrives
+    setInterval(scheduleDraw, 1000);   // the time axis moves even when no frame arrives
     setInterval(tickGantts, 500);
-    window.addEventListener("resize", drawAll);
+    if (window.matchMedia) {
+      var scheme = window.matchMedia("(prefers-color-scheme: light)");
+      var recolour = function () { palette = {}; scheduleDraw(); };
+      if (scheme.addEventListener) scheme.addEventListener("change", recolour);
+    }
+    if (!resizes) window.addEventListener("resize", function () { sizes.clear(); scheduleDraw(); });
   }
   if (document.readyState === "complete") init();
   else document.addEventListener("DOMContentLoaded", init);
