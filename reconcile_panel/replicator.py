@@ -59,6 +59,9 @@ class Pending:
 class PairStats:
     applied: int = 0
     skipped: int = 0
+    # Older versions of an item passed over because a newer one of the same item was
+    # already waiting behind them (last writer wins: only the newest can change dst).
+    coalesced: int = 0
     last_lag_ms: float = 0.0
     last_applied_s: float = 0.0
     errors: int = 0
@@ -84,6 +87,8 @@ class Replicator:
         self.regions = tuple(self.config.regions)
         self.pairs = tuple((a, b) for a in self.regions for b in self.regions if a != b)
         self.backlog: dict[tuple[str, str], deque[Pending]] = {pair: deque() for pair in self.pairs}
+        # The newest waiting version per (source, destination, role, pk).
+        self._newest: dict[tuple[str, str, str, str], Pending] = {}
         self.stats: dict[tuple[str, str], PairStats] = {pair: PairStats() for pair in self.pairs}
         self._paused: set[tuple[str, str]] = set()
         self._lock = threading.RLock()  # the backlogs and stats
@@ -160,6 +165,7 @@ class Replicator:
                     "paused": self.is_cut(src, dst),
                     "applied": stats.applied,
                     "skipped": stats.skipped,
+                    "coalesced": stats.coalesced,
                     "errors": stats.errors,
                 }
             )
@@ -187,7 +193,9 @@ class Replicator:
                 written = min(written, now_ms) if written else now_ms
                 for dst in self.regions:
                     if dst != region:
-                        self.backlog[(region, dst)].append(Pending(role, image, region, written))
+                        pending = Pending(role, image, region, written)
+                        self.backlog[(region, dst)].append(pending)
+                        self._newest[(region, dst, role, str(image["pk"]))] = pending
         # Listeners (the mirror, the reconciler) see every record, replicas included: one
         # reader per stream serves them all, so moto is not polled once per consumer.
         for listener in list(self.listeners):
@@ -228,6 +236,14 @@ class Replicator:
                     if not queue or self.is_cut(src, dst):
                         break
                     pending = queue[0]
+                    key = (src, dst, pending.role, str(pending.item["pk"]))
+                    if self._newest.get(key) is not pending:
+                        # A newer version of the item waits further back: it alone decides
+                        # what dst ends with, in its own place in the order.
+                        queue.popleft()
+                        self.stats[pair].coalesced += 1
+                        done += 1
+                        continue
                 try:
                     outcome = self.apply(dst, pending)
                 except (BotoCoreError, ClientError, RuntimeError) as error:
@@ -239,6 +255,8 @@ class Replicator:
                 with self._lock:
                     if queue and queue[0] is pending:
                         queue.popleft()
+                    if self._newest.get(key) is pending:
+                        del self._newest[key]
                     stats = self.stats[pair]
                     if outcome == "applied":
                         stats.applied += 1
