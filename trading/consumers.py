@@ -2,7 +2,9 @@
 
 Both sockets coalesce per client: events are buffered and flushed at most every
 FLUSH_INTERVAL_S (DESIGN.md: one daphne process delivers a few thousand frames/s, so
-the browser never gets one frame per event). Every frame carries a per-connection
+the browser never gets one frame per event). The publisher batches too (one group
+message per 100 ms, exchange_ui.push), so the process decodes a batch per member, not
+every event per member. Every frame carries a per-connection
 sequence number; a client that sees a gap, or reconnects, re-fetches a snapshot.
 """
 
@@ -73,15 +75,27 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
         if hasattr(self, "buffer"):
             await self.channel_layer.group_discard(EVENTS_GROUP, self.channel_name)
 
+    async def exchange_events(self, message: dict[str, Any]) -> None:
+        """A publisher's batch (exchange_ui.push.ChannelLayerSink): each event as if sent alone."""
+        queued = False
+        for event in message["events"]:
+            queued = self.queue(event) or queued
+        if queued:
+            self.wakeup.set()
+
     async def exchange_event(self, message: dict[str, Any]) -> None:
-        event = message["event"]
+        """One event per group message, from a publisher that does not batch."""
+        if self.queue(message["event"]):
+            self.wakeup.set()
+
+    def queue(self, event: dict[str, Any]) -> bool:
         if not visible_to(event, self.username, self.is_staff):
-            return
+            return False
         if len(self.buffer) >= MAX_BUFFER:
             self.buffer.clear()
             self.overflowed = True
         self.buffer.append(event)
-        self.wakeup.set()
+        return True
 
     async def exchange_failover(self, message: dict[str, Any]) -> None:
         # The connection this socket rides on is gone (Redis failover): close as a

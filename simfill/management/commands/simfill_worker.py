@@ -39,10 +39,12 @@ class Command(BaseCommand):
             raise CommandError(f"{az} is not an AZ of {region} ({', '.join(config.azs(region))})")
         if config.endpoint_url:
             aws.use_endpoint(config.endpoint_url)
+        sink = None
         if config.redis_url:
             from exchange_ui.push import ChannelLayerSink
 
-            events.add_sink(ChannelLayerSink())
+            sink = ChannelLayerSink()
+            events.add_sink(sink)
         exchange = Exchange(config=config)
 
         def grid(symbol: str) -> tuple[Decimal, Decimal]:
@@ -68,4 +70,7 @@ class Command(BaseCommand):
         self.stdout.write(f"simfill worker {az} ({region}) running")
         self.stdout.flush()
         worker.run()
+        if sink is not None:
+            events.remove_sink(sink)
+            sink.close()  # the fills of the last batch reach the pages
         self.stdout.write(f"simfill worker {az} stopped after {worker.applied_count} message(s)")
