@@ -31,5 +31,9 @@ class RelayConsumer(AsyncWebsocketConsumer):
     async def exchange_event(self, message: dict) -> None:
         await self.send(text_data=json.dumps(message["event"]))
 
+    async def exchange_events(self, message: dict) -> None:
+        for event in message["events"]:
+            await self.send(text_data=json.dumps(event))
+
 
 application = ProtocolTypeRouter({"websocket": URLRouter([path("ws/relay/", RelayConsumer.as_asgi())])})

@@ -4,7 +4,8 @@ Sections (DESIGN.md, "Measured constraints"; issue "Measurement"):
   0. moto floors: put_item/s and SQS FIFO send+receive+delete/s at a shallow queue
   1. ingest: POST /api/orders over HTTP vs raw TransactWriteItems + SQS send, 1 and 4 threads
   2. order to browser: POST to the trade frame on /ws/events/ at 20/50/100 orders/s vs the fill path alone
-  3. fan-out: 200 sockets, 100 events/s through Redis and daphne vs a plain relay consumer; 2 processes
+  3. fan-out: 200 sockets, 100 events/s through the batching publisher, Redis and daphne vs a plain
+     relay consumer fed one group message per event; 2 processes
   4. fault to banner: the throttling experiment to the backpressure frame, 20 trials
   5. reconcile: 10k and 20k divergent trades, pure core and worker
   6. browser: the tape at 200 trades/s in chromium, long tasks and frames
@@ -648,13 +649,17 @@ class FanoutRun:
     connected: int
 
 
-def publish_events(rate: int, seconds: float, kind: str = "bench.tick", make: Callable[[int], dict[str, Any]] | None = None) -> int:
-    """Publish `rate` events/s into the events group through the (Redis) channel layer."""
+def publish_events(rate: int, seconds: float, kind: str = "bench.tick", make: Callable[[int], dict[str, Any]] | None = None, through_sink: bool = False) -> int:
+    """Publish `rate` events/s into the events group through the (Redis) channel layer.
+
+    `through_sink`: as the exchange publishes (exchange_ui.push.ChannelLayerSink: one group
+    message per 100 ms carrying the batch); otherwise one group message per event."""
     from channels.layers import get_channel_layer
 
-    from exchange_ui.push import EVENTS_GROUP
+    from exchange_ui.push import EVENTS_GROUP, ChannelLayerSink
 
     layer = get_channel_layer()
+    sink = ChannelLayerSink() if through_sink else None
     n = int(rate * seconds)
 
     async def run() -> None:
@@ -665,7 +670,12 @@ def publish_events(rate: int, seconds: float, kind: str = "bench.tick", make: Ca
                 await asyncio.sleep(delay)
             data = make(i) if make else {"n": i}
             event = {"type": kind, "region": "global", "ts": int(time.time() * 1000), "data": data, "t": time.time()}
-            await layer.group_send(EVENTS_GROUP, {"type": "exchange.event", "event": event})
+            if sink is not None:
+                sink(event)
+            else:
+                await layer.group_send(EVENTS_GROUP, {"type": "exchange.event", "event": event})
+        if sink is not None:
+            await asyncio.to_thread(sink.close)
         await asyncio.sleep(0.5)
 
     asyncio.run(run())
@@ -722,7 +732,7 @@ def fanout_run(urls: list[str], token: str | None, origin: str | None, rate: int
         await asyncio.wait_for(ready.wait(), 60)
         await asyncio.sleep(0.5)
         started = time.perf_counter()
-        await asyncio.to_thread(publish_events, rate, seconds)
+        await asyncio.to_thread(publish_events, rate, seconds, through_sink=batched)
         elapsed = time.perf_counter() - started
         grace = time.perf_counter() + 5
         while time.perf_counter() < grace and sum(len(r) for r in received) < total * counters["connected"]:
