@@ -6,6 +6,12 @@ decide from simulationSeed alone, write the trades under deterministic ids
 A redelivery after a crash between the steps finds the trades already written and
 finishes the order. Events are published after the writes.
 
+An AZ task takes a batch of up to 10 messages: it reads their orders in one BatchGetItem,
+applies and publishes them one by one, and deletes the applied ones in one
+DeleteMessageBatch (also when it stops or fails part-way, so only what it did not apply
+comes back). A message redelivered after its order was finished is a no-op that
+publishes nothing, so publishing before the delete repeats no event.
+
 Django-free: the Lambda handler, the local AZ tasks and the tests all call apply_message().
 """
 
@@ -79,10 +85,18 @@ def apply_message(
     clock: Clock,
     market_grid: Callable[[str], tuple[Decimal, Decimal]],
     before_finish: Callable[[Order], None] | None = None,
+    loaded: Order | None = None,
 ) -> Applied:
-    """Apply one OrderAccepted or CancelRequested message, idempotently."""
+    """Apply one OrderAccepted or CancelRequested message, idempotently.
+
+    `loaded`: the order as read for the batch (a consistent read); the final status
+    write is conditional on it still being open, so a stale copy cannot finish it twice.
+    """
     order_id = str(body.get("order_id", ""))
-    order = stores.orders.get(order_id) if order_id else None
+    if loaded is not None and loaded.order_id == order_id:
+        order: Order | None = loaded
+    else:
+        order = stores.orders.get(order_id) if order_id else None
     if order is None:
         log.error("message names no known order: %r", body)
         return Applied(order_id, "unknown")
@@ -184,19 +198,27 @@ class AzWorker:
 
     def process(self, messages: list[Message]) -> int:
         """Apply a batch in order; stop at the first failure so FIFO order holds."""
-        done = 0
-        for message in messages:
-            if self.stop_event.is_set():
-                # The task was stopped (AZ loss): what it holds comes back after the
-                # visibility timeout, for a surviving AZ to pick up.
-                return done
-            if self.slowdown_s:
-                time.sleep(self.slowdown_s)
-            applied = apply_message(self.stores, message.body, self.az, self.clock, self.market_grid)
-            self.queue.delete(message.receipt_handle)
-            publish_applied(applied, self.stores.region)
-            self.applied_count += 1
-            done += 1
-            if self.on_applied is not None:
-                self.on_applied(applied)
-        return done
+        applied_handles: list[str] = []
+        try:
+            ids = sorted({str(m.body.get("order_id", "")) for m in messages} - {""})
+            loaded = {order.order_id: order for order in self.stores.orders.get_many(ids)} if len(ids) > 1 else {}
+            for message in messages:
+                if self.stop_event.is_set():
+                    # The task was stopped (AZ loss): what it holds and has not applied
+                    # comes back after the visibility timeout, for a surviving AZ.
+                    break
+                if self.slowdown_s:
+                    time.sleep(self.slowdown_s)
+                order_id = str(message.body.get("order_id", ""))
+                applied = apply_message(self.stores, message.body, self.az, self.clock, self.market_grid, loaded=loaded.get(order_id))
+                applied_handles.append(message.receipt_handle)
+                publish_applied(applied, self.stores.region)
+                self.applied_count += 1
+                if self.on_applied is not None:
+                    self.on_applied(applied)
+        finally:
+            if applied_handles:
+                failed = self.queue.delete_batch(applied_handles)
+                if failed:
+                    log.warning("simfill %s: %d applied message(s) not deleted; they come back as no-ops", self.az, failed)
+        return len(applied_handles)

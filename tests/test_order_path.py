@@ -196,3 +196,39 @@ def test_it_gives_the_same_fills_whatever_traffic_interleaves(exchange: Exchange
     forget_urls()
     bootstrap(make_config())
     assert fills_for("b", 3) == first
+
+
+def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one(exchange: Exchange) -> None:
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"batch-{i}")[0] for i in range(6)]
+    calls: list[str] = []
+
+    def count(service: str, region: str, operation: str, request: Any) -> None:
+        calls.append(operation)
+        return None
+
+    worker = worker_for(exchange)
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
+    assert len(messages) == len(orders)
+    aws.register_before_send(count)
+    try:
+        assert worker.process(messages) == len(orders)
+    finally:
+        aws.unregister_before_send(count)
+    assert calls.count("BatchGetItem") == 1 and "GetItem" not in calls
+    assert calls.count("DeleteMessageBatch") == 1 and "DeleteMessage" not in calls
+    assert all(exchange.stores[REGION].orders.get(o.order_id).status != "ACCEPTED" for o in orders)
+    assert exchange.queues[REGION].depth() == (0, 0)
+
+
+def test_a_task_stopped_part_way_deletes_only_what_it_applied(exchange: Exchange) -> None:
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"stop-{i}")[0] for i in range(4)]
+    worker = worker_for(exchange)
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1, visibility_timeout=1)
+    worker.on_applied = lambda applied: worker.stop() if worker.applied_count == 2 else None
+    assert worker.process(messages) == 2
+    status = [exchange.stores[REGION].orders.get(o.order_id).status for o in orders]
+    assert [s != "ACCEPTED" for s in status] == [True, True, False, False]
+    # The two it did not apply come back after the visibility timeout, for another task.
+    other = worker_for(exchange, "us-east-1b")
+    assert drain(other, 2) == 2
+    assert all(exchange.stores[REGION].orders.get(o.order_id).status != "ACCEPTED" for o in orders)

@@ -88,6 +88,18 @@ class OrderQueue:
     def delete(self, receipt_handle: str) -> None:
         self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)
 
+    def delete_batch(self, receipt_handles: list[str]) -> int:
+        """Delete up to 10 messages in one call; returns how many SQS could not delete
+        (they come back after the visibility timeout, and applying them again is a no-op)."""
+        if not receipt_handles:
+            return 0
+        entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(receipt_handles)]
+        failed = 0
+        for start in range(0, len(entries), 10):
+            response = self._sqs.delete_message_batch(QueueUrl=self.url, Entries=entries[start : start + 10])
+            failed += len(response.get("Failed", []))
+        return failed
+
     def depth(self) -> tuple[int, int]:
         """(visible, in flight) messages."""
         attrs = self._sqs.get_queue_attributes(
