@@ -4,7 +4,9 @@ Every group message is decoded once per member socket by the receiving process, 
 sink coalesces at the publisher: it buffers events and sends the group one
 `exchange.events` message carrying the batch, at most once per PUBLISH_INTERVAL_S (sooner
 when MAX_BATCH events wait). An event published after a quiet spell goes at once (a
-batch of one), so a sparse event (a fault banner, one fill) waits for nothing.
+batch of one), so a sparse event (one fill) waits for nothing; a change the operator must
+see within the second (backpressure, an experiment's state) cuts the interval short and
+goes at once with whatever is buffered before it.
 
 A flusher thread does the sending; it ends after IDLE_EXIT_S with nothing to send and is
 started again by the next event; close() (also at interpreter exit) sends what is
@@ -27,6 +29,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from trading import events as ev
+
 log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "exchange-events"
@@ -35,6 +39,8 @@ MAX_BATCH = 500
 IDLE_EXIT_S = 10.0
 SEND_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
+# Rare, published on a change, and behind the fault-to-banner goal (<= 1 s): never held back.
+URGENT_TYPES = frozenset({ev.BACKPRESSURE, ev.EXPERIMENT_STATE})
 _loop_sinks: list[ChannelLayerSink] = []
 _open_sinks: weakref.WeakSet[ChannelLayerSink] = weakref.WeakSet()
 
@@ -54,6 +60,7 @@ class ChannelLayerSink:
         self._pending: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._urgent = False
         if loop is not None:
             _loop_sinks.append(self)
         _open_sinks.add(self)
@@ -63,10 +70,12 @@ class ChannelLayerSink:
             if not self._closed:
                 self._pending.append(event)
                 waiting = len(self._pending)
+                urgent = event.get("type") in URGENT_TYPES
+                self._urgent = self._urgent or urgent
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="channel-layer-flusher", daemon=True)
                     self._thread.start()
-                elif waiting == 1 or waiting >= self.max_batch:
+                elif waiting == 1 or waiting >= self.max_batch or urgent:
                     self._cond.notify()
                 return
         self._send_now([event])  # after close(): one message at once, from the caller
@@ -98,11 +107,13 @@ class ChannelLayerSink:
                             return
                         self._cond.wait(left)
                     batch, self._pending = self._pending, []
+                    self._urgent = False
                 own_loop = self._deliver(batch, own_loop)
-                # At most one message per interval, unless a full batch waits or the sink closes.
+                # At most one message per interval, unless a full batch or an urgent event
+                # waits, or the sink closes.
                 with self._cond:
                     until = time.monotonic() + self.interval_s
-                    while not self._closed and len(self._pending) < self.max_batch:
+                    while not self._closed and not self._urgent and len(self._pending) < self.max_batch:
                         left = until - time.monotonic()
                         if left <= 0:
                             break

@@ -179,3 +179,26 @@ def test_consumers_still_take_single_event_messages(redis_layer: None) -> None:
         await socket.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_a_backpressure_change_is_not_held_for_the_interval(redis_layer: None) -> None:
+    # The fault-to-banner goal (<= 1 s): an operator-facing change goes at once, with what is
+    # buffered before it, in order.
+    sink = ChannelLayerSink(interval_s=30.0)
+    sent = count_group_sends(sink)
+
+    def wait_for(n: int) -> None:
+        for _ in range(40):
+            if len(sent) >= n:
+                return
+            threading.Event().wait(0.05)
+
+    sink(events.make_event(events.METRICS, "global", {"n": 0}))  # after a quiet spell: at once
+    wait_for(1)
+    sink(events.make_event(events.METRICS, "global", {"n": 1}))  # held for the interval
+    threading.Event().wait(0.2)
+    assert len(sent) == 1
+    sink(events.make_event(events.BACKPRESSURE, "global", {"active": True, "reason": "throttled"}))
+    wait_for(2)
+    assert [[e["type"] for e in m["events"]] for m in sent] == [[events.METRICS], [events.METRICS, events.BACKPRESSURE]]
+    sink.close()
