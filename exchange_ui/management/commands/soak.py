@@ -295,7 +295,7 @@ class Command(BaseCommand):
     def _settle(self, runtime: Any, traders: Traders, timeout_s: float) -> float:
         """Wait until no fault is left, every accepted order is final where it was accepted,
         replication has drained and the reconciler has written its decisions."""
-        started = time.monotonic()
+        started = said = time.monotonic()
         deadline = started + timeout_s
         by_region: dict[str, set[str]] = {}
         for order in traders.accepted.values():
@@ -311,6 +311,9 @@ class Command(BaseCommand):
             stopped = runtime.plane.pending_restarts()
             if open_orders == 0 and not stopped:
                 break
+            if time.monotonic() - said >= 15.0:
+                said = time.monotonic()
+                self.say(f"  settling {said - started:5.0f} s  {open_orders} order(s) still open")
             if time.monotonic() > deadline:
                 self.say(f"settle: {open_orders} order(s) still open, workers stopped: {stopped}")
                 break
