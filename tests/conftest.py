@@ -16,6 +16,25 @@ from trading.config import ExchangeConfig, Market
 from trading.motoserver import MotoServer
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
+SERVER_LOG_TAIL = 12_000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran a server (it has a `var` folder with a server.log) reports
+    the log's end, and the moto log's, so a failure in CI can be read from its output."""
+    report = yield
+    if report.failed and call.when in ("call", "setup"):
+        for value in getattr(item, "funcargs", {}).values():
+            var = getattr(value, "var", None)
+            if not isinstance(var, Path):
+                continue
+            for name in ("server.log", "moto.log"):
+                log = var / name
+                if log.exists():
+                    text = log.read_text(errors="replace")
+                    report.sections.append((f"{name} of {var.name} (last {SERVER_LOG_TAIL} chars)", text[-SERVER_LOG_TAIL:]))
+    return report
 
 
 @pytest.fixture(scope="session")

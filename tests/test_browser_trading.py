@@ -114,8 +114,24 @@ def test_it_fills_an_order_entered_in_the_form_without_a_reload(exchange_server:
     row = page.locator("#orders-body tr").first
     expect(row).to_contain_text("0.2500")
     # The fill arrives over the socket: the badge leaves "Awaiting simulated fill" with no reload.
-    expect(row.locator(".badge-filled, .badge-partial, .badge-cancelled")).to_be_visible(timeout=15_000)
+    done = row.locator(".badge-filled, .badge-partial, .badge-cancelled")
+    try:
+        expect(done).to_be_visible(timeout=20_000)
+    except AssertionError as error:
+        order_id = (row.get_attribute("id") or "").removeprefix("order-")
+        stored = page.request.get(f"{exchange_server.url}/api/orders/{order_id}")
+        raise AssertionError(f"no fill on the page; the API says {stored.status} {stored.text()[:600]}") from error
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    # A response that arrives after the fill (the form's accepted row, out of band) never
+    # steps the row back to "Awaiting simulated fill".
+    row_id = row.get_attribute("id")
+    page.evaluate(
+        """id => htmx.swap(document.body, '<template><tr id="' + id + '" data-updated="1" hx-swap-oob="outerHTML">'
+            + '<td>stale</td></tr></template>', {swapStyle: 'none'})""",
+        row_id,
+    )
+    expect(page.locator(f"#{row_id}")).not_to_contain_text("stale")
+    expect(page.locator(f"#{row_id} .badge-filled, #{row_id} .badge-partial, #{row_id} .badge-cancelled")).to_be_visible()
     expect(page.locator("#tape-body tr").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "trading-dashboard.png"))
     page.close()

@@ -184,3 +184,36 @@ def test_it_replays_what_a_late_socket_missed_since_its_page_rendered(redis_laye
         await plain.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_a_frame_that_cannot_be_rendered_does_not_silence_the_socket(redis_layer: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trading import consumers
+
+    token = token_for("alice")
+    real_render = consumers.render_dashboard_frame
+    failures = []
+
+    def render_once_broken(batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False) -> str:
+        if not failures:
+            failures.append(len(batch))
+            raise ValueError("a fragment that cannot be rendered")
+        return real_render(batch, seq, resync, staff)
+
+    monkeypatch.setattr(consumers, "render_dashboard_frame", render_once_broken)
+
+    async def scenario() -> None:
+        socket = connect("/ws/dashboard/", token)
+        assert (await socket.connect())[0]
+        await asyncio.sleep(0.2)
+        await publish_from_worker_thread((events.ORDER_ACCEPTED, order_event("alice", "O-lost")))
+        # The failed frame is followed by one that asks the page to resynchronise ...
+        first = await socket.receive_from(timeout=5)
+        assert failures == [1]
+        assert 'data-resync="1"' in first
+        # ... and later events still arrive.
+        await publish_from_worker_thread((events.ORDER_STATUS, order_event("alice", "O-next", status="FILLED")))
+        html = await socket.receive_from(timeout=5)
+        assert "order-O-next" in html
+        await socket.disconnect()
+
+    async_to_sync(scenario)()

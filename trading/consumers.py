@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,6 +22,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from exchange_ui.push import EVENTS_GROUP
 from trading.events import RECENT, visible_to
 from trading.fragments import coalesce, render_dashboard_frame
+
+log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.1
 MIRROR_SLACK_MS = 5_000
@@ -121,7 +124,14 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
             batch, self.buffer = self.buffer, []
             overflowed, self.overflowed = self.overflowed, False
             if batch or overflowed:
-                await self.send_batch(batch, overflowed)
+                try:
+                    await self.send_batch(batch, overflowed)
+                except Exception:
+                    # One frame that cannot be rendered must not silence the socket: the
+                    # next frame asks the page to resynchronise from the store instead.
+                    log.exception("a frame of %d event(s) could not be sent; the page will resync", len(batch))
+                    self.overflowed = True
+                    self.wakeup.set()
             await asyncio.sleep(FLUSH_INTERVAL_S)
 
     async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:

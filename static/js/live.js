@@ -154,6 +154,14 @@
     afterFrame();
   });
 
+  // An HTTP response's out-of-band row must not step a row back either: the socket can
+  // deliver an order's fill before the form's response (the accepted row) is swapped in.
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var detail = evt.detail;
+    var el = detail && detail.fragment && detail.fragment.firstElementChild;
+    if (el && detail.target && detail.target.getAttribute && older(el, detail.target)) detail.shouldSwap = false;
+  });
+
   // An HTTP response's out-of-band row with no target yet (the order form's new order).
   document.addEventListener("htmx:oobErrorNoTarget", function (evt) {
     var content = evt.detail && evt.detail.content;
