@@ -37,6 +37,8 @@ BACKPRESSURE_QUEUED = 25
 # EXCHANGE_BACKPRESSURE_ACCEPT_MS moves the bound for a slower (or busier) machine.
 BACKPRESSURE_ACCEPT_MS = float(env_int("EXCHANGE_BACKPRESSURE_ACCEPT_MS", 1000, minimum=1))
 BACKPRESSURE_WINDOW_S = 10.0
+FULL_SWEEP_EVERY_S = 300.0
+FULL_SWEEP_AGE_S = 30.0
 
 
 @dataclass
@@ -325,19 +327,19 @@ class Runtime:
             was_cut = bool(cut)
 
     def _sweep_loop(self) -> None:
-        # The sweep scans the orders tables, so it runs when a send has failed since the
-        # last sweep, and otherwise once a minute (and once at start) as a safety net
-        # for sends a crashed process never confirmed.
-        seen_failures, last_full = -1, 0.0
+        # Every 2 s the sends this process saw fail are re-sent (from memory, no scan).
+        # A full sweep scans the orders tables for the sends a crashed process never
+        # made: once at start, then every FULL_SWEEP_EVERY_S, and only for orders older
+        # than FULL_SWEEP_AGE_S (a younger open order is most likely still in its queue).
+        last_full = -FULL_SWEEP_EVERY_S
         while not self.stop_event.wait(2.0):
-            failures = self.exchange.unconfirmed_sends
-            if failures == seen_failures and time.monotonic() - last_full < 60:
+            full = time.monotonic() - last_full >= FULL_SWEEP_EVERY_S
+            if not full and not self.exchange.unsent:
                 continue
-            if failures != seen_failures and time.time() - self.exchange.last_unconfirmed_s < 2.5:
-                continue  # the sweep re-sends orders older than 2 s: let the newest one age
-            seen_failures, last_full = failures, time.monotonic()
             try:
-                sent = sweep_outbox(self.exchange)
+                sent = sweep_outbox(self.exchange, older_than_s=FULL_SWEEP_AGE_S if full else 2.0, full=full)
+                if full:
+                    last_full = time.monotonic()
                 if sent:
                     log.info("outbox sweep re-sent %d OrderAccepted message(s)", sent)
             except Exception:

@@ -175,6 +175,50 @@ def test_it_resends_an_accepted_order_whose_send_failed(exchange: Exchange) -> N
     assert exchange.stores[REGION].orders.get(order.order_id).status in {"FILLED", "CANCELLED"}
 
 
+def test_it_resends_a_failed_send_from_memory_without_a_scan(exchange: Exchange) -> None:
+    def fail_sqs_sends(service: str, region: str, operation: str, request: Any) -> Any:
+        if service == "sqs" and operation == "SendMessage":
+            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
+        return None
+
+    aws.register_before_send(fail_sqs_sends)
+    try:
+        failed, _ = submit_order(exchange, "alice", order_payload(), "outbox-mem-1")
+    finally:
+        aws.unregister_before_send(fail_sqs_sends)
+    sent_fine, _ = submit_order(exchange, "alice", order_payload(), "outbox-mem-2")
+    assert set(exchange.unsent) == {failed.order_id}
+    calls: list[str] = []
+
+    def record(service: str, region: str, operation: str, request: Any) -> Any:
+        calls.append(operation)
+        return None
+
+    aws.register_before_send(record)
+    try:
+        assert sweep_outbox(exchange, older_than_s=0, full=False) == 1
+    finally:
+        aws.unregister_before_send(record)
+    assert "Scan" not in calls
+    assert exchange.unsent == {}
+    assert sweep_outbox(exchange, older_than_s=0, full=False) == 0
+    assert drain(worker_for(exchange), 2) == 2
+    # Finishing an order removes its outbox flag: a full sweep sends nothing again.
+    for order in (failed, sent_fine):
+        stored = exchange.stores[REGION].orders.get_item(order.order_id)
+        assert stored is not None and "outboxPending" not in stored
+    assert list(exchange.stores[REGION].orders.outbox_pending(failed.created_ms + 60_000)) == []
+    assert sweep_outbox(exchange, older_than_s=0) == 0
+
+
+def test_an_accepted_order_keeps_its_outbox_flag_until_it_is_final(exchange: Exchange) -> None:
+    order, _ = submit_order(exchange, "alice", order_payload(), "outbox-open-1")
+    # One write on the request path: the flag is not cleared after the send.
+    assert [o.order_id for o in exchange.stores[REGION].orders.outbox_pending(order.created_ms + 1)] == [order.order_id]
+    assert drain(worker_for(exchange), 1) == 1
+    assert list(exchange.stores[REGION].orders.outbox_pending(order.created_ms + 1)) == []
+
+
 def test_it_gives_the_same_fills_whatever_traffic_interleaves(exchange: Exchange) -> None:
     def fills_for(prefix: str, noise: int) -> list[tuple[str, str]]:
         for n in range(noise):

@@ -65,9 +65,11 @@ class Exchange:
     queues: dict[str, OrderQueue] = field(default_factory=dict)
     _az_cycle: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    # Sends that failed after their order was written: the outbox sweep's cue.
+    # Sends that failed after their order was written: the outbox sweep's cue. `unsent`
+    # maps each such order id to (region, when the send failed, by `clock`).
     unconfirmed_sends: int = 0
     last_unconfirmed_s: float = 0.0
+    unsent: dict[str, tuple[str, float]] = field(default_factory=dict)
     # Set by the fault plane: is the region reachable, which AZs are up.
     region_up: Callable[[str], bool] = lambda region: True
     az_up: Callable[[str], bool] = lambda az: True
@@ -105,17 +107,25 @@ def _accepted_message(order: Order) -> dict[str, Any]:
     }
 
 
-def _send_accepted(ex: Exchange, order: Order) -> bool:
+def _send_accepted(ex: Exchange, order: Order, clear_outbox: bool = False) -> bool:
+    """Send OrderAccepted. The order's `outboxPending` flag stays on the item until SimFill
+    finishes the order (its final write removes it): clearing it here would cost every
+    order a second write, and every region a replicated version, on the request path.
+    Only a re-send by the sweep clears it (`clear_outbox`), so the sweep does not repeat it."""
     message = _accepted_message(order)
     try:
         ex.queues[order.region].send(message, group_id=order.symbol, dedup_id=message["event_id"])
-        ex.stores[order.region].orders.clear_outbox(order.order_id)
+        if clear_outbox:
+            ex.stores[order.region].orders.clear_outbox(order.order_id)
     except (BotoCoreError, ClientError):
         with ex._lock:
             ex.unconfirmed_sends += 1
             ex.last_unconfirmed_s = ex.clock()
+            ex.unsent[order.order_id] = (order.region, ex.last_unconfirmed_s)
         log.warning("OrderAccepted send failed for %s; the outbox sweep will re-send it", order.order_id, exc_info=True)
         return False
+    with ex._lock:
+        ex.unsent.pop(order.order_id, None)
     return True
 
 
@@ -243,18 +253,43 @@ def cancel_order(ex: Exchange, order: Order) -> bool:
     return flagged
 
 
-def sweep_outbox(ex: Exchange, older_than_s: float = 2.0) -> int:
-    """Re-send OrderAccepted for orders whose send was never confirmed. Returns how many."""
+def sweep_outbox(ex: Exchange, older_than_s: float = 2.0, full: bool = True) -> int:
+    """Re-send OrderAccepted for open orders whose send was never confirmed. Returns how many.
+
+    Sends this process saw fail are re-sent from memory (`ex.unsent`, a read each, no
+    scan). `full` also scans each region's orders for the outbox flag: the sends that a
+    process which crashed between its write and its send never made. The flag stays on
+    an open order whose send did arrive, so a full sweep may send that one again: the
+    same deduplication id, and SimFill skips an order that is already final.
+    """
     sent = 0
-    cutoff = ex.now_ms() - int(older_than_s * 1000)
+    cutoff_s = ex.clock() - older_than_s
+    with ex._lock:
+        due = [(order_id, region) for order_id, (region, failed_s) in ex.unsent.items() if failed_s <= cutoff_s]
+    done: set[str] = set()
+    for order_id, region in due:
+        try:
+            order = ex.stores[region].orders.get(order_id)
+        except (BotoCoreError, ClientError):
+            continue
+        if order is None or not order.is_open or order.region != region:
+            with ex._lock:
+                ex.unsent.pop(order_id, None)
+            continue
+        if _send_accepted(ex, order, clear_outbox=True):
+            sent += 1
+            done.add(order_id)
+    if not full:
+        return sent
+    cutoff_ms = int(cutoff_s * 1000)
     for region in ex.config.regions:
         try:
-            pending = list(ex.stores[region].orders.outbox_pending(cutoff))
+            pending = list(ex.stores[region].orders.outbox_pending(cutoff_ms))
         except (BotoCoreError, ClientError):
             continue
         for order in pending:
-            if order.region != region:
+            if order.region != region or order.order_id in done:
                 continue
-            if _send_accepted(ex, order):
+            if _send_accepted(ex, order, clear_outbox=True):
                 sent += 1
     return sent

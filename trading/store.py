@@ -250,13 +250,17 @@ class OrderStore:
         return [order_from_item(item) for item in batch_get_items(self._ddb, self.table, [f"ORDER#{i}" for i in order_ids])]
 
     def outbox_pending(self, older_than_ms: int) -> Iterator[Order]:
-        """Orders written but whose OrderAccepted send is not confirmed (a sparse attribute)."""
+        """Open orders whose OrderAccepted send is not known to have arrived (a sparse
+        attribute, removed when the order is finished or a re-send is confirmed)."""
         for item in scan_items(
             self._ddb,
             self.table,
             "ORDER#",
-            FilterExpression="attribute_exists(outboxPending) AND createdAt < :t",
-            ExpressionAttributeValues=to_attrs({":t": older_than_ms}),
+            FilterExpression="attribute_exists(outboxPending) AND createdAt < :t AND #s IN ("
+            + ", ".join(f":o{i}" for i in range(len(OPEN_STATUSES)))
+            + ")",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_attrs({":t": older_than_ms, **{f":o{i}": s for i, s in enumerate(OPEN_STATUSES)}}),
         ):
             yield order_from_item(item)
 
@@ -266,8 +270,10 @@ class OrderStore:
             self._ddb.update_item(
                 TableName=self.table,
                 Key=to_attrs({"pk": f"ORDER#{order.order_id}"}),
+                # A final order needs no OrderAccepted any more: its outbox flag goes with this write.
                 UpdateExpression=(
-                    "SET #s = :s, filledQty = :f, updatedAt = :t, history = list_append(if_not_exists(history, :empty), :h)"
+                    "SET #s = :s, filledQty = :f, updatedAt = :t, history = list_append(if_not_exists(history, :empty), :h) "
+                    "REMOVE outboxPending"
                 ),
                 ConditionExpression="attribute_exists(pk) AND #s IN (" + ", ".join(f":o{i}" for i in range(len(OPEN_STATUSES))) + ")",
                 ExpressionAttributeNames={"#s": "status"},
