@@ -107,7 +107,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if EXCHANGE.redis_url:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis's pub/sub layer, decoding a group message once per process (exchange_ui/layers.py).
+            "BACKEND": "exchange_ui.layers.SharedDecodeRedisPubSubChannelLayer",
             "CONFIG": {"hosts": [{"address": EXCHANGE.redis_url, "max_connections": 1000}]},
         }
     }

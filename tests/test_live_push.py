@@ -36,7 +36,7 @@ def redis_layer() -> Iterator[None]:
         pytest.fail(f"the real Redis on 127.0.0.1:6379 is required: {error}")
     layers = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "exchange_ui.layers.SharedDecodeRedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
         }
     }
@@ -215,5 +215,34 @@ def test_a_frame_that_cannot_be_rendered_does_not_silence_the_socket(redis_layer
         html = await socket.receive_from(timeout=5)
         assert "order-O-next" in html
         await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_the_layer_decodes_a_group_message_once_for_all_its_local_members(redis_layer: None) -> None:
+    layer = channel_layers["default"]
+    decoded: list[int] = []
+    real = layer._serializer.deserialize
+
+    def counting(message: bytes) -> Any:
+        decoded.append(len(message))
+        return real(message)
+
+    layer._serializer.deserialize = counting
+
+    async def scenario() -> None:
+        members = [await layer.new_channel("member.") for _ in range(5)]
+        for channel in members:
+            await layer.group_add("decode-once", channel)
+        await asyncio.sleep(0.2)
+        for n in range(3):
+            await layer.group_send("decode-once", {"type": "exchange.events", "events": [{"n": n}]})
+        received = [[await asyncio.wait_for(layer.receive(channel), 5) for _ in range(3)] for channel in members]
+        # Every member got every message, in order, as the one object decoded once.
+        assert all([m["events"][0]["n"] for m in got] == [0, 1, 2] for got in received)
+        assert all(got[n] is received[0][n] for got in received for n in range(3))
+        assert len(decoded) == 3  # once per message, not once per member
+        for channel in members:
+            await layer.group_discard("decode-once", channel)
 
     async_to_sync(scenario)()
