@@ -7,7 +7,9 @@ A redelivery after a crash between the steps finds the trades already written an
 finishes the order. Events are published after the writes.
 
 An AZ task takes a batch of up to 10 messages: it reads their orders in one BatchGetItem,
-applies and publishes them one by one, and deletes the applied ones in one
+decides their fills and writes all their trades in one BatchGetItem (which are there
+already) and one BatchWriteItem (plan_fills), then finishes and publishes the orders one
+by one, and deletes the applied ones in one
 DeleteMessageBatch (also when it stops or fails part-way, so only what it did not apply
 comes back). A message redelivered after its order was finished is a no-op that
 publishes nothing, so publishing before the delete repeats no event.
@@ -78,6 +80,54 @@ def terms_of(order: Order, tick: Decimal, lot: Decimal) -> OrderTerms:
     return OrderTerms(side=order.side, qty=order.qty, price=order.price, tick=tick, lot=lot)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A fill decided for a batch ahead of its message, its trades already written."""
+
+    outcome: Outcome
+    trades: tuple[Trade, ...]
+    now_ms: int
+
+
+def plan_fills(
+    stores: RegionStores,
+    items: list[tuple[dict[str, Any], Order | None]],
+    az: str,
+    now_ms: int,
+    market_grid: Callable[[str], tuple[Decimal, Decimal]],
+) -> dict[str, Planned]:
+    """For a batch of (message body, loaded order): decide the fills that apply_message
+    would make and write all their trades at once (put_many_once), so the batch costs
+    two calls for its trades instead of one per trade. Only the plain case is planned:
+    an OrderAccepted for an open order of this region, not flagged for cancel, named
+    once in the batch, in a market without a position counter. The rest, and every
+    status write, go through apply_message one by one as before."""
+    named: dict[str, int] = {}
+    for body, _ in items:
+        order_id = str(body.get("order_id", ""))
+        named[order_id] = named.get(order_id, 0) + 1
+    plans: dict[str, Planned] = {}
+    for body, order in items:
+        if (
+            order is None
+            or body.get("type") != "OrderAccepted"
+            or order.order_id != body.get("order_id")
+            or named[order.order_id] != 1
+            or not order.is_open
+            or order.cancel_requested
+            or order.region != stores.region
+            or stores.trades.counts(order.symbol)
+        ):
+            continue
+        tick, lot = market_grid(order.symbol)
+        outcome = decide(terms_of(order, tick, lot), order.simulation_seed)
+        plans[order.order_id] = Planned(outcome, trades_for(order, outcome, stores.region, az, now_ms), now_ms)
+    trades = [t for plan in plans.values() for t in plan.trades]
+    if trades:
+        stores.trades.put_many_once(trades)
+    return plans
+
+
 def apply_message(
     stores: RegionStores,
     body: dict[str, Any],
@@ -86,11 +136,13 @@ def apply_message(
     market_grid: Callable[[str], tuple[Decimal, Decimal]],
     before_finish: Callable[[Order], None] | None = None,
     loaded: Order | None = None,
+    planned: Planned | None = None,
 ) -> Applied:
     """Apply one OrderAccepted or CancelRequested message, idempotently.
 
     `loaded`: the order as read for the batch (a consistent read); the final status
     write is conditional on it still being open, so a stale copy cannot finish it twice.
+    `planned`: its fill as plan_fills decided it from that same copy, trades written.
     """
     order_id = str(body.get("order_id", ""))
     if loaded is not None and loaded.order_id == order_id:
@@ -106,18 +158,21 @@ def apply_message(
         # After a partition heals, last-writer-wins can leave another region's copy of
         # this order here: that copy is that region's to fill, never ours.
         return Applied(order_id, "skipped", order=order)
-    now_ms = int(clock() * 1000)
+    now_ms = planned.now_ms if planned is not None else int(clock() * 1000)
     if body.get("type") == "CancelRequested" or order.cancel_requested:
         change = StatusChange("CANCELLED", now_ms, az, "cancelled by client")
         if stores.orders.finish(order, change, order.filled_qty):
             done = order.with_status("CANCELLED", now_ms, az, change.note)
             return Applied(order_id, "cancelled", order=done)
         return Applied(order_id, "skipped", order=order)
-    tick, lot = market_grid(order.symbol)
-    outcome = decide(terms_of(order, tick, lot), order.simulation_seed)
-    trades = trades_for(order, outcome, stores.region, az, now_ms)
-    for trade in trades:
-        stores.trades.put_once(trade)
+    if planned is not None:
+        outcome, trades = planned.outcome, planned.trades
+    else:
+        tick, lot = market_grid(order.symbol)
+        outcome = decide(terms_of(order, tick, lot), order.simulation_seed)
+        trades = trades_for(order, outcome, stores.region, az, now_ms)
+        for trade in trades:
+            stores.trades.put_once(trade)
     if before_finish is not None:
         before_finish(order)
     change = StatusChange(outcome.final_status, now_ms, az, outcome.reason)
@@ -202,6 +257,10 @@ class AzWorker:
         try:
             ids = sorted({str(m.body.get("order_id", "")) for m in messages} - {""})
             loaded = {order.order_id: order for order in self.stores.orders.get_many(ids)} if len(ids) > 1 else {}
+            plans: dict[str, Planned] = {}
+            if len(messages) > 1 and not self.slowdown_s:
+                items = [(m.body, loaded.get(str(m.body.get("order_id", "")))) for m in messages]
+                plans = plan_fills(self.stores, items, self.az, int(self.clock() * 1000), self.market_grid)
             for message in messages:
                 if self.stop_event.is_set():
                     # The task was stopped (AZ loss): what it holds and has not applied
@@ -210,7 +269,9 @@ class AzWorker:
                 if self.slowdown_s:
                     time.sleep(self.slowdown_s)
                 order_id = str(message.body.get("order_id", ""))
-                applied = apply_message(self.stores, message.body, self.az, self.clock, self.market_grid, loaded=loaded.get(order_id))
+                applied = apply_message(
+                    self.stores, message.body, self.az, self.clock, self.market_grid, loaded=loaded.get(order_id), planned=plans.get(order_id)
+                )
                 applied_handles.append(message.receipt_handle)
                 publish_applied(applied, self.stores.region)
                 self.applied_count += 1

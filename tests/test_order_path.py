@@ -258,9 +258,17 @@ def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one
         assert worker.process(messages) == len(orders)
     finally:
         aws.unregister_before_send(count)
-    assert calls.count("BatchGetItem") == 1 and "GetItem" not in calls
+    trades = [t for o in orders for t in exchange.stores[REGION].trades.for_order(o.order_id, REGION)]
+    assert trades  # the seeds fill some of these orders
+    # One read for the orders, one for which trades exist; all trades in batch writes, none one by one.
+    assert calls.count("BatchGetItem") == 2 and "GetItem" not in calls
+    assert calls.count("BatchWriteItem") == -(-len(trades) // 25) and "PutItem" not in calls
     assert calls.count("DeleteMessageBatch") == 1 and "DeleteMessage" not in calls
-    assert all(exchange.stores[REGION].orders.get(o.order_id).status != "ACCEPTED" for o in orders)
+    assert exchange.stores[REGION].trades.put_many_once(trades) == 0  # a redelivery writes none again
+    for order in orders:
+        stored = exchange.stores[REGION].orders.get(order.order_id)
+        fills = exchange.stores[REGION].trades.for_order(order.order_id, REGION)
+        assert stored.status != "ACCEPTED" and sum((t.qty for t in fills), Decimal(0)) == stored.filled_qty
     assert exchange.queues[REGION].depth() == (0, 0)
 
 
@@ -275,4 +283,10 @@ def test_a_task_stopped_part_way_deletes_only_what_it_applied(exchange: Exchange
     # The two it did not apply come back after the visibility timeout, for another task.
     other = worker_for(exchange, "us-east-1b")
     assert drain(other, 2) == 2
-    assert all(exchange.stores[REGION].orders.get(o.order_id).status != "ACCEPTED" for o in orders)
+    # The stopped task had written the trades of all four ahead; the second task's finish
+    # found them there and wrote none twice: each order's fills add up to what it filled.
+    for order in orders:
+        stored = exchange.stores[REGION].orders.get(order.order_id)
+        fills = exchange.stores[REGION].trades.for_order(order.order_id, REGION)
+        assert stored.status != "ACCEPTED" and sum((t.qty for t in fills), Decimal(0)) == stored.filled_qty
+        assert len({t.trade_id for t in fills}) == len(fills)

@@ -7,6 +7,7 @@ numbers are DynamoDB N (Decimal in and out, never float).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -351,6 +352,37 @@ class TradeStore:
                 return False
             raise
         return True
+
+    def counts(self, symbol: str) -> bool:
+        """Does a trade in this market move a position counter (so it needs put_once)?"""
+        return self.positions is not None and symbol in self.counted_symbols
+
+    def put_many_once(self, trades: list[Trade]) -> int:
+        """Write the trades that are not there yet: one BatchGetItem for which exist, then
+        BatchWriteItem for the rest (25 a call). Returns how many were written.
+
+        For trades of markets without a position counter (`counts` is False): a batch write
+        has no condition, so the read is what keeps a trade already written from being
+        written again. Only this region's fill writes its trades (their ids carry the
+        region and the fill), so nothing can write one between the read and the write.
+        """
+        if any(self.counts(t.symbol) for t in trades):
+            raise ValueError("a trade that moves a position counter goes through put_once")
+        pks = [f"TRADE#{t.trade_id}" for t in trades]
+        present = {str(item["pk"]) for item in batch_get_items(self._ddb, self.table, pks)}
+        missing = [t for t, pk in zip(trades, pks, strict=True) if pk not in present]
+        for start in range(0, len(missing), 25):
+            requests = [{"PutRequest": {"Item": to_attrs(trade_to_item(t))}} for t in missing[start : start + 25]]
+            pending: dict[str, Any] = {self.table: requests}
+            for attempt in range(8):
+                response = self._ddb.batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise RuntimeError(f"{sum(len(v) for v in pending.values())} trade write(s) left unprocessed")
+        return len(missing)
 
     def _exists(self, trade_id: str) -> bool:
         response = self._ddb.get_item(
