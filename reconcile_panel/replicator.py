@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_MAX_S = 1.6
 # Items read from a destination in one batch before they are applied.
 PREFETCH = 100
+BATCH_WRITE = 25  # DynamoDB's BatchWriteItem limit
 UNREAD = object()  # apply(): dst's copy was not read in advance
 
 Partitioned = Callable[[str, str], bool]
@@ -250,6 +251,49 @@ class Replicator:
             for pk in pks:
                 known[(role, pk)] = found.get(pk)
 
+    def _new_trades_run(self, pair: tuple[str, str], known: dict[tuple[str, str], Any]) -> list[Pending]:
+        """The run of waiting records at the head of the backlog that are trades absent
+        from dst (as the prefetch read it), each the newest version of its item and moving
+        no position counter: at most BATCH_WRITE of them, written in one batch.
+
+        A trade's id carries the region and the fill that wrote it, so in dst only this
+        replicator writes it: absent when read, it is still absent when written, and
+        last writer wins has nothing to decide."""
+        src, dst = pair
+        run: list[Pending] = []
+        with self._lock:
+            for pending in self.backlog[pair]:
+                pk = str(pending.item["pk"])
+                if (
+                    pending.role != "trades"
+                    or self._newest.get((src, dst, pending.role, pk)) is not pending
+                    or (pending.role, pk) not in known
+                    or known[(pending.role, pk)] is not None
+                    or self.position_change(dst, pending) is not None
+                ):
+                    break
+                run.append(pending)
+                if len(run) >= BATCH_WRITE:
+                    break
+        return run if len(run) > 1 else []
+
+    def _applied_run(self, pair: tuple[str, str], run: list[Pending], known: dict[tuple[str, str], Any]) -> int:
+        src, dst = pair
+        with self._lock:
+            queue = self.backlog[pair]
+            stats = self.stats[pair]
+            for pending in run:
+                key = (src, dst, pending.role, str(pending.item["pk"]))
+                known.pop((pending.role, key[3]), None)
+                if queue and queue[0] is pending:
+                    queue.popleft()
+                if self._newest.get(key) is pending:
+                    del self._newest[key]
+                stats.applied += 1
+                stats.last_lag_ms = max(0.0, self.clock() * 1000 - pending.written_ms)
+            stats.last_applied_s = self.clock()
+        return len(run)
+
     def deliver(self) -> int:
         """Apply what every open pair has waiting, in order. Returns how many records."""
         done = 0
@@ -274,6 +318,11 @@ class Replicator:
                     item_key = (pending.role, key[3])
                     if item_key not in known and len(queue) > 1:
                         self._prefetch(pair, known)
+                    run = self._new_trades_run(pair, known)
+                    if run:
+                        ItemTable(dst, self.tables["trades"]).put_absent_many([as_replica(p.item, p.writer) for p in run])
+                        done += self._applied_run(pair, run, known)
+                        continue
                     outcome = self.apply(dst, pending, known.pop(item_key, UNREAD))
                 except (BotoCoreError, ClientError, RuntimeError) as error:
                     stats = self.stats[pair]

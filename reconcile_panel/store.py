@@ -21,7 +21,7 @@ from reconcile_panel.provision import reconcile_table_name
 from reconcile_panel.replication import version_attribute
 from trading import aws
 from trading.config import ExchangeConfig
-from trading.store import batch_get_items, from_attrs, is_conditional_failure, put_new_counted, scan_items, table_names, to_attrs
+from trading.store import batch_get_items, batch_put_items, from_attrs, is_conditional_failure, put_new_counted, scan_items, table_names, to_attrs
 
 
 def replicated_tables(prefix: str) -> dict[str, str]:
@@ -47,6 +47,11 @@ class ItemTable:
     def get_many(self, pks: list[str]) -> list[dict[str, Any]]:
         """The items among `pks` that exist, in the order asked."""
         return batch_get_items(self._ddb, self.table, pks)
+
+    def put_absent_many(self, items: list[dict[str, Any]]) -> None:
+        """Put items known to be absent here, in batch writes (no condition: the caller
+        guarantees that nothing else writes these keys in this region)."""
+        batch_put_items(self._ddb, self.table, items)
 
     def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None, count: dict[str, Any] | None = None) -> bool:
         """Put `item`, conditional on the table still holding `existing` (as far as its

@@ -18,6 +18,7 @@ from reconcile_panel.worker import ReconcileWorker
 from simfill.worker import AzWorker
 from reconcile_panel.limits import local_position
 from tests.conftest import make_config, order_payload, wait_for
+from trading import aws
 from trading.actions import Exchange, submit_order
 from trading.config import ExchangeConfig
 from trading.domain import Order
@@ -49,7 +50,9 @@ class Cluster:
 
 
 @pytest.fixture
-def config() -> ExchangeConfig:
+def config(request: pytest.FixtureRequest) -> ExchangeConfig:
+    if request.node.get_closest_marker("unlimited"):
+        return make_config()
     # The limit each region's ingest checks against its own position counter.
     return make_config(position_limits={"BTC-USD": LIMIT})
 
@@ -179,6 +182,38 @@ def test_it_replicates_in_the_background_and_never_echoes_a_replica(cluster: Clu
     assert check(load_history(cluster.ex.config))["ok"]
 
 
+@pytest.mark.unlimited
+def test_it_writes_a_run_of_new_trades_in_one_batch_and_still_converges(cluster: Cluster) -> None:
+    east, west = cluster.ex.config.regions
+    assert cluster.ex.config.position_limit("BTC-USD") is None
+    with cluster.replicator.paused(east, west):
+        orders = [submit_order(cluster.ex, "runs", order_payload(qty="2.0000", region=east), f"run-{i}")[0] for i in range(4)]
+        for order in orders:
+            cluster.settle(east, order.order_id)
+        cluster.replicator.drain()
+    trades = [t for t in cluster.ex.stores[east].trades.scan_all() if t.order_id in {o.order_id for o in orders}]
+    assert len(trades) > 1
+    calls: list[str] = []
+
+    def count(service: str, region: str, operation: str, request: Any) -> None:
+        calls.append(operation)
+
+    aws.register_before_send(count)
+    try:
+        cluster.replicator.drain()
+    finally:
+        aws.unregister_before_send(count)
+    assert calls.count("BatchWriteItem") == -(-len(trades) // 25)
+    assert "GetItem" not in calls and calls.count("PutItem") == len(orders)  # the orders, one each
+    assert cluster.replicator.stats[(east, west)].applied == len(orders) + len(trades)
+    tables = tables_by_region(cluster.ex.config)
+    assert tables[east]["trades"] == tables[west]["trades"] and tables[east]["orders"] == tables[west]["orders"]
+    # A restarted replicator reads the streams from their start: every record is a no-op.
+    again = Replicator(cluster.ex.config)
+    again.drain()
+    assert again.stats[(east, west)].applied == 0 and again.stats[(east, west)].skipped > 0
+
+
 def test_it_carries_only_the_newest_waiting_version_of_an_item_and_still_converges(cluster: Cluster) -> None:
     east, west = cluster.ex.config.regions
     with cluster.replicator.paused(east, west):
@@ -190,7 +225,20 @@ def test_it_carries_only_the_newest_waiting_version_of_an_item_and_still_converg
     trades = [t for t in cluster.ex.stores[east].trades.scan_all() if t.order_id in {o.order_id for o in orders}]
     assert waiting >= 2 * len(orders) + len(trades)
 
-    cluster.replicator.drain()
+    calls: list[str] = []
+
+    def count(service: str, region: str, operation: str, request: Any) -> None:
+        calls.append(operation)
+
+    aws.register_before_send(count)
+    try:
+        cluster.replicator.drain()
+    finally:
+        aws.unregister_before_send(count)
+    # West's copies are read in batches. A trade moves west's position counter with it
+    # (a transaction each); see the next test for a market without a limit.
+    assert "GetItem" not in calls and calls.count("PutItem") == len(orders)
+    assert calls.count("TransactWriteItems") == len(trades) and "BatchWriteItem" not in calls
     stats = cluster.replicator.stats[(east, west)]
     # Every order item and trade reached west once, at its newest version; the rest passed over.
     assert stats.applied == len(orders) + len(trades)

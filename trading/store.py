@@ -191,6 +191,20 @@ def batch_get_items(ddb: Any, table: str, pks: list[str]) -> list[dict[str, Any]
     return [found[pk] for pk in unique if pk in found]
 
 
+def batch_put_items(ddb: Any, table: str, items: list[dict[str, Any]]) -> None:
+    """Unconditional puts, 25 per BatchWriteItem call, retrying UnprocessedItems with a
+    backoff. Raises RuntimeError when some are still unprocessed after the retries."""
+    for start in range(0, len(items), 25):
+        pending: dict[str, Any] = {table: [{"PutRequest": {"Item": to_attrs(item)}} for item in items[start : start + 25]]}
+        for attempt in range(8):
+            pending = ddb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+            if not pending:
+                break
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        else:
+            raise RuntimeError(f"{sum(len(v) for v in pending.values())} write(s) to {table} left unprocessed")
+
+
 def scan_items(ddb: Any, table: str, pk_prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
     """Every item of a table whose pk starts with `pk_prefix`, page by page."""
     kwargs["TableName"] = table
@@ -371,17 +385,7 @@ class TradeStore:
         pks = [f"TRADE#{t.trade_id}" for t in trades]
         present = {str(item["pk"]) for item in batch_get_items(self._ddb, self.table, pks)}
         missing = [t for t, pk in zip(trades, pks, strict=True) if pk not in present]
-        for start in range(0, len(missing), 25):
-            requests = [{"PutRequest": {"Item": to_attrs(trade_to_item(t))}} for t in missing[start : start + 25]]
-            pending: dict[str, Any] = {self.table: requests}
-            for attempt in range(8):
-                response = self._ddb.batch_write_item(RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-            else:
-                raise RuntimeError(f"{sum(len(v) for v in pending.values())} trade write(s) left unprocessed")
+        batch_put_items(self._ddb, self.table, [trade_to_item(t) for t in missing])
         return len(missing)
 
     def _exists(self, trade_id: str) -> bool:
