@@ -79,10 +79,16 @@ def tape_digest(trades: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-class Traders:
-    """The synthetic traders' stream, submitted by a few threads at a steady total rate."""
+# Traders are many independent clients: a slow exchange (the latency experiment adds
+# 200 ms to every AWS call in a region) must not slow the stream they send, so enough
+# threads submit that each order still leaves on time; the pacing keeps the rate.
+TRADER_THREADS = 8
 
-    def __init__(self, exchange: Any, intents: list[Any], rate: float, threads: int = 2):
+
+class Traders:
+    """The synthetic traders' stream, submitted by several threads at a steady total rate."""
+
+    def __init__(self, exchange: Any, intents: list[Any], rate: float, threads: int = TRADER_THREADS):
         self.exchange = exchange
         self.intents = intents
         self.rate = rate
@@ -93,17 +99,18 @@ class Traders:
         self._next = 0
         self._retry: list[tuple[float, Any, int]] = []
 
-    def _take(self) -> tuple[Any, int] | None:
+    def _take(self) -> tuple[Any, int, int] | None:
+        """(intent, attempt, its slot in the stream): a retry that is due, else the next order."""
         with self._lock:
             now = time.monotonic()
             for index, (due, intent, attempt) in enumerate(self._retry):
                 if due <= now:
                     del self._retry[index]
-                    return intent, attempt
+                    return intent, attempt, -1
             if self._next < len(self.intents):
                 intent = self.intents[self._next]
                 self._next += 1
-                return intent, 0
+                return intent, 0, self._next - 1
             return None
 
     def progress(self) -> float:
@@ -126,11 +133,9 @@ class Traders:
             if taken is None:
                 time.sleep(0.05)
                 continue
-            intent, attempt = taken
+            intent, attempt, slot = taken
             if attempt == 0:
                 # Pace first attempts only: the stream keeps its rate whatever the faults do.
-                with self._lock:
-                    slot = self._next - 1
                 delay = started + slot * interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
