@@ -79,3 +79,17 @@ def test_a_long_poll_returns_when_a_message_arrives_and_a_held_group_waits(sqs: 
     assert got and got[0][1] == ["other"]
     assert got[0][0] < 2.5  # it came with the message, not at the end of the 5 s wait
     assert held[0]["Body"] == "held"
+
+
+def test_delayed_and_in_flight_messages_come_back_on_time(sqs: Any) -> None:
+    url = str(sqs.create_queue(QueueName=f"t-{uuid.uuid4().hex[:12]}")["QueueUrl"])
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=1)
+    sqs.send_message(QueueUrl=url, MessageBody="now")
+    assert counts(sqs, url) == (1, 0, 1)
+    taken = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1)["Messages"]
+    assert [m["Body"] for m in taken] == ["now"]  # the delayed one is not visible yet
+    assert counts(sqs, url) == (0, 1, 1)
+    time.sleep(1.3)
+    assert counts(sqs, url) == (2, 0, 0)  # the delay is over, the visibility timeout too
+    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert sorted(m["Body"] for m in again) == ["later", "now"]

@@ -20,11 +20,20 @@ server answers every call as before.
    the 10,000-order soak that was over a third of the server's CPU (py-spy). Here a
    send skips the counts (it reads none of them; they read 0 inside a send), and a
    GetQueueAttributes counts in one pass.
+4. Per request, moto's router lists its own package directory (`list_of_moto_modules`:
+   a listdir and ~150 isdir calls) to recognise a service name, and werkzeug logs a line
+   per request: 9 % and 11 % of the server's CPU in the soak. The module list is read
+   once here, and only warnings are logged.
+5. A queue's visible messages. Every receive, and every wake-up of a long poll (each
+   send wakes them all), lists the visible messages through two properties per message,
+   each reading the clock: with a backlog of thousands that is milliseconds per look.
+   Here the clock is read once per listing and the messages' own fields compared.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import sys
 import threading
 import time
@@ -61,6 +70,13 @@ def install() -> list[str]:
 
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
     patched = ["moto.sqs.models.Queue.wait_for_messages", *_install_queue_counts()]
+
+    import moto.backends
+
+    modules = tuple(moto.backends.list_of_moto_modules())
+    moto.backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    patched.append("moto.backends.list_of_moto_modules")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     for name, module in list(sys.modules.items()):
         if not name.startswith("moto.") or not isinstance(module, ModuleType):
             continue
@@ -77,12 +93,19 @@ COUNTED = ("approximate_number_of_messages", "approximate_number_of_messages_not
 
 def _count_messages(queue: Any) -> dict[str, int]:
     visible = not_visible = delayed = 0
+    now_ms = time.time() * 1000.0
     for message in list(queue._messages):
-        is_visible, is_delayed = message.visible, message.delayed
+        is_visible, is_delayed = now_ms > message.visible_at, now_ms < message.delayed_until
         not_visible += not is_visible
         delayed += is_delayed
         visible += is_visible and not is_delayed
     return {COUNTED[0]: visible, COUNTED[1]: not_visible, COUNTED[2]: delayed}
+
+
+def visible_messages(self: Any) -> list[Any]:
+    """moto's Queue.messages (visible and not delayed), with one clock read."""
+    now_ms = time.time() * 1000.0
+    return [m for m in self._messages if now_ms > m.visible_at and not now_ms < m.delayed_until]
 
 
 def _install_queue_counts() -> list[str]:
@@ -116,11 +139,12 @@ def _install_queue_counts() -> list[str]:
         finally:
             _request.sending = False
 
+    Queue.messages = property(visible_messages)  # type: ignore[method-assign,assignment]
     Queue.attributes = property(attributes)  # type: ignore[method-assign,assignment]
     for name in COUNTED:
         setattr(Queue, name, counted(name))
     SQSBackend.send_message = sending  # type: ignore[method-assign]
-    return ["moto.sqs.models.Queue.attributes", *(f"moto.sqs.models.Queue.{name}" for name in COUNTED), "moto.sqs.models.SQSBackend.send_message"]
+    return ["moto.sqs.models.Queue.messages", "moto.sqs.models.Queue.attributes", *(f"moto.sqs.models.Queue.{name}" for name in COUNTED), "moto.sqs.models.SQSBackend.send_message"]
 
 
 def main(argv: list[str] | None = None) -> None:
