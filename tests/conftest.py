@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,18 @@ def order_payload(**overrides: Any) -> dict[str, Any]:
     payload = {"symbol": "BTC-USD", "side": "BUY", "qty": "0.5000", "price": "50000.00"}
     payload.update(overrides)
     return payload
+
+
+@contextmanager
+def aws_calls() -> Iterator[list[str]]:
+    """The AWS operations sent while the block runs, by name, in order."""
+    calls: list[str] = []
+
+    def record(service: str, region: str, operation: str, request: Any) -> None:
+        calls.append(operation)
+
+    aws.register_before_send(record)
+    try:
+        yield calls
+    finally:
+        aws.unregister_before_send(record)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from simfill.worker import AzWorker, apply_message
-from tests.conftest import order_payload
+from tests.conftest import aws_calls, order_payload
 from trading import aws
 from trading.actions import Exchange, IdempotencyConflict, submit_order, sweep_outbox
 from trading.domain import ValidationErrors
@@ -24,6 +26,22 @@ class RawBody:
 
     def stream(self, **_: Any) -> Any:
         yield self.data
+
+
+@contextmanager
+def failing_sqs_sends() -> Iterator[None]:
+    """Every SQS SendMessage fails (a 500) while the block runs."""
+
+    def fail(service: str, region: str, operation: str, request: Any) -> Any:
+        if service == "sqs" and operation == "SendMessage":
+            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
+        return None
+
+    aws.register_before_send(fail)
+    try:
+        yield
+    finally:
+        aws.unregister_before_send(fail)
 
 
 def grid(config: Any) -> Any:
@@ -154,16 +172,8 @@ def test_it_applies_a_redelivered_message_once(exchange: Exchange, published: li
 
 
 def test_it_resends_an_accepted_order_whose_send_failed(exchange: Exchange) -> None:
-    def fail_sqs_sends(service: str, region: str, operation: str, request: Any) -> Any:
-        if service == "sqs" and operation == "SendMessage":
-            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
-        return None
-
-    aws.register_before_send(fail_sqs_sends)
-    try:
+    with failing_sqs_sends():
         order, created = submit_order(exchange, "alice", order_payload(), "outbox-1")
-    finally:
-        aws.unregister_before_send(fail_sqs_sends)
     assert created  # accepted: the write committed even though the send failed
     assert exchange.queues[REGION].depth() == (0, 0)
     assert [o.order_id for o in exchange.stores[REGION].orders.outbox_pending(order.created_ms + 1)] == [order.order_id]
@@ -176,29 +186,12 @@ def test_it_resends_an_accepted_order_whose_send_failed(exchange: Exchange) -> N
 
 
 def test_it_resends_a_failed_send_from_memory_without_a_scan(exchange: Exchange) -> None:
-    def fail_sqs_sends(service: str, region: str, operation: str, request: Any) -> Any:
-        if service == "sqs" and operation == "SendMessage":
-            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
-        return None
-
-    aws.register_before_send(fail_sqs_sends)
-    try:
+    with failing_sqs_sends():
         failed, _ = submit_order(exchange, "alice", order_payload(), "outbox-mem-1")
-    finally:
-        aws.unregister_before_send(fail_sqs_sends)
     sent_fine, _ = submit_order(exchange, "alice", order_payload(), "outbox-mem-2")
     assert set(exchange.unsent) == {failed.order_id}
-    calls: list[str] = []
-
-    def record(service: str, region: str, operation: str, request: Any) -> Any:
-        calls.append(operation)
-        return None
-
-    aws.register_before_send(record)
-    try:
+    with aws_calls() as calls:
         assert sweep_outbox(exchange, older_than_s=0, full=False) == 1
-    finally:
-        aws.unregister_before_send(record)
     assert "Scan" not in calls
     assert exchange.unsent == {}
     assert sweep_outbox(exchange, older_than_s=0, full=False) == 0
@@ -244,20 +237,11 @@ def test_it_gives_the_same_fills_whatever_traffic_interleaves(exchange: Exchange
 
 def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one(exchange: Exchange) -> None:
     orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"batch-{i}")[0] for i in range(6)]
-    calls: list[str] = []
-
-    def count(service: str, region: str, operation: str, request: Any) -> None:
-        calls.append(operation)
-        return None
-
     worker = worker_for(exchange)
     messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
     assert len(messages) == len(orders)
-    aws.register_before_send(count)
-    try:
+    with aws_calls() as calls:
         assert worker.process(messages) == len(orders)
-    finally:
-        aws.unregister_before_send(count)
     trades = [t for o in orders for t in exchange.stores[REGION].trades.for_order(o.order_id, REGION)]
     assert trades  # the seeds fill some of these orders
     # One read for the orders, one for which trades exist; all trades in batch writes, none one by one.

@@ -17,8 +17,7 @@ from reconcile_panel.store import load_history, load_tables
 from reconcile_panel.worker import ReconcileWorker
 from simfill.worker import AzWorker
 from reconcile_panel.limits import local_position
-from tests.conftest import make_config, order_payload, wait_for
-from trading import aws
+from tests.conftest import aws_calls, make_config, order_payload, wait_for
 from trading.actions import Exchange, submit_order
 from trading.config import ExchangeConfig
 from trading.domain import Order
@@ -193,16 +192,8 @@ def test_it_writes_a_run_of_new_trades_in_one_batch_and_still_converges(cluster:
         cluster.replicator.drain()
     trades = [t for t in cluster.ex.stores[east].trades.scan_all() if t.order_id in {o.order_id for o in orders}]
     assert len(trades) > 1
-    calls: list[str] = []
-
-    def count(service: str, region: str, operation: str, request: Any) -> None:
-        calls.append(operation)
-
-    aws.register_before_send(count)
-    try:
+    with aws_calls() as calls:
         cluster.replicator.drain()
-    finally:
-        aws.unregister_before_send(count)
     assert calls.count("BatchWriteItem") == -(-len(trades) // 25)
     assert "GetItem" not in calls and calls.count("PutItem") == len(orders)  # the orders, one each
     assert cluster.replicator.stats[(east, west)].applied == len(orders) + len(trades)
@@ -225,16 +216,8 @@ def test_it_carries_only_the_newest_waiting_version_of_an_item_and_still_converg
     trades = [t for t in cluster.ex.stores[east].trades.scan_all() if t.order_id in {o.order_id for o in orders}]
     assert waiting >= 2 * len(orders) + len(trades)
 
-    calls: list[str] = []
-
-    def count(service: str, region: str, operation: str, request: Any) -> None:
-        calls.append(operation)
-
-    aws.register_before_send(count)
-    try:
+    with aws_calls() as calls:
         cluster.replicator.drain()
-    finally:
-        aws.unregister_before_send(count)
     # West's copies are read in batches. A trade moves west's position counter with it
     # (a transaction each); see the next test for a market without a limit.
     assert "GetItem" not in calls and calls.count("PutItem") == len(orders)
