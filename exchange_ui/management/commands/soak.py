@@ -310,30 +310,26 @@ class Command(BaseCommand):
             # region): reading thousands of open orders every second took a third of moto's
             # CPU from the workers draining them.
             queued = self._queued(runtime)
+            stopped: Any = None
             if queued:
-                if time.monotonic() - said >= 15.0:
-                    said = time.monotonic()
-                    self.say(f"  settling {said - started:5.0f} s  {queued} message(s) queued")
-                if time.monotonic() > deadline:
-                    self.say(f"settle: {queued} message(s) still queued")
+                waiting = f"{queued} message(s) queued"
+            else:
+                # Then only the orders still open are read again (batched gets, no scan of
+                # the table); a missing one is not waited for: check_history reports it as lost.
+                open_orders = 0
+                for region, ids in by_region.items():
+                    still = {o.order_id for o in runtime.exchange.stores[region].orders.get_many(sorted(ids)) if o.region == region and o.is_open}
+                    by_region[region] = still
+                    open_orders += len(still)
+                stopped = runtime.plane.pending_restarts()
+                if open_orders == 0 and not stopped:
                     break
-                time.sleep(1.0)
-                continue
-            # Then only the orders still open are read again (batched gets, no scan of the
-            # table); a missing one is not waited for: check_history reports it as lost.
-            open_orders = 0
-            for region, ids in by_region.items():
-                still = {o.order_id for o in runtime.exchange.stores[region].orders.get_many(sorted(ids)) if o.region == region and o.is_open}
-                by_region[region] = still
-                open_orders += len(still)
-            stopped = runtime.plane.pending_restarts()
-            if open_orders == 0 and not stopped:
-                break
+                waiting = f"{open_orders} order(s) still open"
             if time.monotonic() - said >= 15.0:
                 said = time.monotonic()
-                self.say(f"  settling {said - started:5.0f} s  {open_orders} order(s) still open")
+                self.say(f"  settling {said - started:5.0f} s  {waiting}")
             if time.monotonic() > deadline:
-                self.say(f"settle: {open_orders} order(s) still open, workers stopped: {stopped}")
+                self.say(f"settle: {waiting}" + (f", workers stopped: {stopped}" if stopped else ""))
                 break
             time.sleep(1.0)
         try:
