@@ -3,6 +3,7 @@ its patches (clock, FIFO long poll, queue attributes) change the cost, never the
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -11,6 +12,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trading.motoserver import MotoServer
 
@@ -93,3 +96,102 @@ def test_delayed_and_in_flight_messages_come_back_on_time(sqs: Any) -> None:
     assert counts(sqs, url) == (2, 0, 0)  # the delay is over, the visibility timeout too
     again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert sorted(m["Body"] for m in again) == ["later", "now"]
+
+
+def _dynamodb_serializer(operation: str) -> Any:
+    from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+    from moto.core.utils import get_service_model
+
+    model = get_service_model("dynamodb")
+    return get_serializer_class("dynamodb", model.metadata["protocol"])(
+        operation_model=model.operation_model(operation), value_picker=XFormedAttributePicker()
+    )
+
+
+_names = st.text(alphabet="abcXYZ_#", min_size=1, max_size=4)
+_scalars = st.one_of(
+    st.builds(lambda s: {"S": s}, st.text(max_size=6)),
+    st.builds(lambda n: {"N": n}, st.one_of(st.integers(-10**6, 10**6), st.integers().map(str))),
+    st.builds(lambda b: {"B": b}, st.one_of(st.binary(max_size=6), st.text(max_size=6))),
+    st.builds(lambda b: {"BOOL": b}, st.booleans()),
+    st.just({"NULL": True}),
+    st.builds(lambda ss: {"SS": ss}, st.lists(st.text(max_size=4), max_size=3)),
+    st.builds(lambda ns: {"NS": ns}, st.lists(st.integers(0, 99).map(str), max_size=3)),
+    st.builds(lambda bs: {"BS": bs}, st.lists(st.binary(max_size=4), max_size=3)),
+)
+_attribute_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.builds(lambda m: {"M": m}, st.dictionaries(_names, inner, max_size=3)), st.builds(lambda l: {"L": l}, st.lists(inner, max_size=3))),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(item=st.dictionaries(_names, _attribute_values, max_size=5))
+def test_it_writes_dynamodb_items_exactly_as_moto_does(item: dict[str, Any]) -> None:
+    """The one-pass AttributeValue writes the same bytes as moto's generic serializer,
+    for every kind of value, nested or not (GetItem's Item and Scan's Items)."""
+    from moto.core.serialize import BaseJSONSerializer
+
+    from trading.moto_main import plain_attribute_values
+
+    generic = BaseJSONSerializer._serialize
+    for operation, result in (("GetItem", {"Item": item}), ("Scan", {"Items": [item, item], "Count": 2, "ScannedCount": 2})):
+        expected = _dynamodb_serializer(operation).serialize(result)["body"]
+        BaseJSONSerializer._serialize = plain_attribute_values(generic)  # type: ignore[method-assign]
+        try:
+            got = _dynamodb_serializer(operation).serialize(result)["body"]
+        finally:
+            BaseJSONSerializer._serialize = generic  # type: ignore[method-assign]
+        assert json.loads(got) == json.loads(expected)
+
+
+def test_it_leaves_a_value_it_does_not_know_to_moto() -> None:
+    from trading.moto_main import _Unplain, attribute_value
+
+    serializer = _dynamodb_serializer("GetItem")
+    with pytest.raises(_Unplain):
+        attribute_value(serializer, {"S": "x", "Z": 1})
+    with pytest.raises(_Unplain):
+        attribute_value(serializer, {"L": ["not a dict"]})
+    assert attribute_value(serializer, {"M": {"a": {"N": 5}, "b": {"B": b"\x00"}}}) == {"M": {"a": {"N": "5"}, "b": {"B": "AA=="}}}
+
+
+def _sqs_call(connection: Any, action: str, body: dict[str, Any], **headers: str) -> Any:
+    connection.request(
+        "POST",
+        "/",
+        body=json.dumps(body),
+        headers={
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": f"AmazonSQS.{action}",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=x",
+            **headers,
+        },
+    )
+    response = connection.getresponse()
+    return response, json.loads(response.read() or b"{}")
+
+
+def test_one_connection_serves_many_calls(moto_server: MotoServer) -> None:
+    """Calls with a body keep their connection open: the next call on the same socket is
+    answered, with nothing of the first body left to be misread as a request line."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(moto_server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    name = f"k-{uuid.uuid4().hex[:10]}"
+    response, created = _sqs_call(connection, "CreateQueue", {"QueueName": name})
+    assert response.status == 200 and response.getheader("Connection") != "close"
+    socket_before = connection.sock
+    for n in range(3):
+        response, _ = _sqs_call(connection, "SendMessage", {"QueueUrl": created["QueueUrl"], "MessageBody": f"m{n}" * 500})
+        assert response.status == 200
+    response, listed = _sqs_call(connection, "ListQueues", {"QueueNamePrefix": name})
+    assert listed["QueueUrls"] == [created["QueueUrl"]]
+    assert connection.sock is socket_before  # the same connection all along
+    # A client that asks to close is closed on.
+    response, _ = _sqs_call(connection, "ListQueues", {}, Connection="close")
+    assert response.status == 200 and response.getheader("Connection") == "close"
+    connection.close()

@@ -1,4 +1,4 @@
-"""`python -m trading.moto_main`: the moto server the project runs, with two hot spots
+"""`python -m trading.moto_main`: the moto server the project runs, with hot spots
 of moto's own fixed. Profiles of a seeded soak (py-spy on the server) found them; the
 server answers every call as before.
 
@@ -28,12 +28,34 @@ server answers every call as before.
    send wakes them all), lists the visible messages through two properties per message,
    each reading the clock: with a backlog of thousands that is milliseconds per look.
    Here the clock is read once per listing and the messages' own fields compared.
+6. DynamoDB's answers. moto 5.2 writes every response through its generic serializer,
+   which walks botocore's shape model member by member and looks each member up under
+   several candidate names: for an item that is the ten members of AttributeValue for
+   every attribute. In the soak's final check (Scans of every table) that was over half
+   of the server's CPU (py-spy), and every GetItem, BatchGetItem and stream record pays
+   it too. Here an AttributeValue that is a plain dict is written in one pass with the
+   serializer's own rules (strings as str, blobs through its base64, nested M and L the
+   same way); anything else takes moto's path.
+7. Connections. werkzeug's development server answers every request with
+   `Connection: close`, so each AWS call opened a TCP connection, and moto started a
+   thread to serve it and tore both down after one answer: in the soak, connecting was
+   12 % of the exchange process's samples and the socket churn a tenth of the server's.
+   werkzeug closes because http.server cannot drain an unread body before the next
+   request line. Here a request that states its length (every AWS call does) is read
+   whole before moto sees it, so nothing can be left unread, and the connection stays
+   open for the client's next call; a chunked or HTTP/1.0 request still closes it.
+   Such a request also skips werkzeug's after-response drain (a selector made, polled
+   for 10 ms and closed per request), which has nothing left to drain; and the server
+   sends without Nagle's delay, which would otherwise hold a response's body until the
+   client acknowledged its headers.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
 import logging
+import selectors
 import sys
 import threading
 import time
@@ -69,7 +91,9 @@ def install() -> list[str]:
             self._messages_lock.wait(timeout=min(float(timeout), LONG_POLL_RECHECK_S))
 
     Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
-    patched = ["moto.sqs.models.Queue.wait_for_messages", *_install_queue_counts()]
+    patched = ["moto.sqs.models.Queue.wait_for_messages", *_install_queue_counts(), *_install_attribute_values()]
+
+    patched += _install_keep_alive()
 
     import moto.backends
 
@@ -87,7 +111,7 @@ def install() -> list[str]:
     return patched
 
 
-_request = threading.local()  # .sending: inside a SendMessage; .counts: this read's counts
+_request = threading.local()  # .sending: inside a SendMessage; .counts: this read's counts; .kept_alive: a kept-alive request
 COUNTED = ("approximate_number_of_messages", "approximate_number_of_messages_not_visible", "approximate_number_of_messages_delayed")
 
 
@@ -145,6 +169,147 @@ def _install_queue_counts() -> list[str]:
         setattr(Queue, name, counted(name))
     SQSBackend.send_message = sending  # type: ignore[method-assign]
     return ["moto.sqs.models.Queue.messages", "moto.sqs.models.Queue.attributes", *(f"moto.sqs.models.Queue.{name}" for name in COUNTED), "moto.sqs.models.SQSBackend.send_message"]
+
+
+class _Unplain(Exception):
+    """An AttributeValue that is not a plain dict of known members: moto's path writes it."""
+
+
+_STRING = ("S", "N")
+_PASS = ("NULL", "BOOL")
+
+
+def _string(value: Any) -> Any:
+    # moto's _serialize_type_string, for the values an AttributeValue can hold.
+    return str(value) if value not in [None, {}, []] else value
+
+
+def attribute_value(serializer: Any, value: Any) -> dict[str, Any]:
+    """One AttributeValue as moto's JSON serializer writes it, in one pass."""
+    if not isinstance(value, dict):
+        raise _Unplain
+    out: dict[str, Any] = {}
+    for member, inner in value.items():
+        if inner is None:
+            continue
+        if member in _STRING:
+            out[member] = _string(inner)
+        elif member in _PASS:
+            out[member] = inner
+        elif member in ("SS", "NS"):
+            out[member] = [_string(x) for x in inner]
+        elif member == "B":
+            out[member] = serializer._base64(inner)
+        elif member == "BS":
+            out[member] = [serializer._base64(x) for x in inner]
+        elif member == "M":
+            out[member] = {name: attribute_value(serializer, x) for name, x in inner.items()}
+        elif member == "L":
+            out[member] = [attribute_value(serializer, x) for x in inner]
+        else:
+            raise _Unplain
+    return out
+
+
+def plain_attribute_values(generic: Any) -> Any:
+    """moto's JSON `_serialize` with the one-pass AttributeValue in front of it."""
+
+    def serialize(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if shape.name == "AttributeValue" and isinstance(value, dict):
+            try:
+                fast = attribute_value(self, value)
+            except _Unplain:
+                pass
+            else:
+                serialized[self.get_serialized_name(shape, key)] = fast
+                return
+        generic(self, serialized, value, shape, key)
+
+    return serialize
+
+
+def _install_attribute_values() -> list[str]:
+    from moto.core.serialize import BaseJSONSerializer
+
+    BaseJSONSerializer._serialize = plain_attribute_values(BaseJSONSerializer._serialize)  # type: ignore[method-assign]
+    return ["moto.core.serialize.BaseJSONSerializer._serialize"]
+
+
+def keeps_alive(handler: Any) -> bool:
+    """Whether this request's connection can serve the next one: HTTP/1.1, the client did
+    not ask to close, and the body's end is known without reading past it."""
+    headers = handler.headers
+    if handler.request_version != "HTTP/1.1" or handler.close_connection:
+        return False
+    if "transfer-encoding" in {k.lower() for k in headers.keys()}:
+        return False
+    length = headers.get("Content-Length")
+    return length is None or length.strip().isdigit()
+
+
+class _NothingToDrain:
+    """werkzeug's after-response drain, for a request whose body was read whole."""
+
+    def register(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+class _DrainSelectors:
+    """The `selectors` module as werkzeug.serving sees it."""
+
+    EVENT_READ = selectors.EVENT_READ
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(selectors, name)
+
+    @staticmethod
+    def DefaultSelector() -> Any:  # noqa: N802 (the module's name)
+        return _NothingToDrain() if getattr(_request, "kept_alive", False) else selectors.DefaultSelector()
+
+
+def _install_keep_alive() -> list[str]:
+    import werkzeug.serving
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    run_wsgi = MotoRequestHandler.run_wsgi
+    send_header = MotoRequestHandler.send_header
+
+    def run_wsgi_kept_alive(self: Any) -> None:
+        if not keeps_alive(self):
+            return run_wsgi(self)  # type: ignore[no-any-return]
+        length = int(self.headers.get("Content-Length") or 0)
+        connection_rfile = self.rfile
+        # The whole body, read before the app runs: werkzeug's after-response drain and
+        # an app that stops early then read this copy, never the next request line.
+        self.rfile = io.BytesIO(connection_rfile.read(length) if length else b"")
+        self.keep_alive = _request.kept_alive = True
+        try:
+            run_wsgi(self)
+        finally:
+            self.rfile = connection_rfile
+            self.keep_alive = _request.kept_alive = False
+
+    def send_header_kept_alive(self: Any, keyword: str, value: str) -> None:
+        if getattr(self, "keep_alive", False) and keyword.lower() == "connection" and value.lower() == "close":
+            return
+        send_header(self, keyword, value)
+
+    MotoRequestHandler.disable_nagle_algorithm = True
+    werkzeug.serving.selectors = _DrainSelectors()  # type: ignore[assignment]
+    MotoRequestHandler.run_wsgi = run_wsgi_kept_alive  # type: ignore[method-assign]
+    MotoRequestHandler.send_header = send_header_kept_alive  # type: ignore[method-assign]
+    return [
+        "moto.moto_server.werkzeug_app.MotoRequestHandler.run_wsgi",
+        "moto.moto_server.werkzeug_app.MotoRequestHandler.send_header",
+        "moto.moto_server.werkzeug_app.MotoRequestHandler.disable_nagle_algorithm",
+        "werkzeug.serving.selectors",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
