@@ -195,3 +195,25 @@ def test_one_connection_serves_many_calls(moto_server: MotoServer) -> None:
     response, _ = _sqs_call(connection, "ListQueues", {}, Connection="close")
     assert response.status == 200 and response.getheader("Connection") == "close"
     connection.close()
+
+
+def test_a_deleted_message_left_marked_in_flight_does_not_hold_its_group() -> None:
+    """The race that locked a FIFO group for good (a receive marking a message in flight
+    after another task's delete removed it): the group's next message is delivered."""
+    from moto.sqs.models import sqs_backends
+
+    from trading.moto_main import install_live_pending_groups
+
+    install_live_pending_groups()
+    backend = sqs_backends["123456789012"]["us-east-1"]
+    name = f"race-{uuid.uuid4().hex[:8]}.fifo"
+    queue = backend.create_queue(name, FifoQueue="true")
+    for n in range(2):
+        backend.send_message(name, f"m{n}", group_id="BTC-USD", deduplication_id=f"d{n}")
+    first = backend.receive_message(name, 1, 0, 30)
+    assert [m.body for m in first] == ["m0"]
+    assert backend.receive_message(name, 1, 0, 30) == []  # its group is in flight: nothing yet
+    held = next(m for m in queue._messages if m.body == "m0")
+    backend.delete_message(name, first[0].receipt_handle)
+    queue.pending_messages.add(held)  # the racing receive's mark, after the delete
+    assert [m.body for m in backend.receive_message(name, 1, 0, 30)] == ["m1"]

@@ -48,6 +48,14 @@ server answers every call as before.
    for 10 ms and closed per request), which has nothing left to drain; and the server
    sends without Nagle's delay, which would otherwise hold a response's body until the
    client acknowledged its headers.
+8. A FIFO group locked for good. moto's receive and delete are not atomic against each
+   other: a batch whose visibility timeout ran out is received again by one task while
+   the task that first held it deletes it, and the receive can mark a message "in
+   flight" after the delete removed it from the queue. Its group then counts as being
+   processed forever and the queue delivers nothing more from it (seen in a 10,000-order
+   soak: 5,315 messages visible, none deliverable, for minutes). Real SQS never holds a
+   group for a message that is gone; here a group is held only by in-flight messages
+   that are still in the queue.
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ def install() -> list[str]:
     patched = ["moto.sqs.models.Queue.wait_for_messages", *_install_queue_counts(), *_install_attribute_values()]
 
     patched += _install_keep_alive()
+    patched += install_live_pending_groups()
 
     import moto.backends
 
@@ -310,6 +319,20 @@ def _install_keep_alive() -> list[str]:
         "moto.moto_server.werkzeug_app.MotoRequestHandler.disable_nagle_algorithm",
         "werkzeug.serving.selectors",
     ]
+
+
+def install_live_pending_groups() -> list[str]:
+    from moto.sqs.models import Queue
+
+    def pending_message_groups(self: Any) -> set[str]:
+        pending = list(self._pending_messages)
+        if not pending:
+            return set()
+        live = set(self._messages)
+        return {m.group_id for m in pending if m.group_id is not None and m in live}
+
+    Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[method-assign,assignment]
+    return ["moto.sqs.models.Queue.pending_message_groups"]
 
 
 def main(argv: list[str] | None = None) -> None:
