@@ -244,9 +244,11 @@ def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one
         assert worker.process(messages) == len(orders)
     trades = [t for o in orders for t in exchange.stores[REGION].trades.for_order(o.order_id, REGION)]
     assert trades  # the seeds fill some of these orders
-    # One read for the orders, one for which trades exist; all trades in batch writes, none one by one.
+    # One read for the orders, one for which trades exist; all trades in batch writes, none one by one;
+    # every final status in one transaction.
     assert calls.count("BatchGetItem") == 2 and "GetItem" not in calls
     assert calls.count("BatchWriteItem") == -(-len(trades) // 25) and "PutItem" not in calls
+    assert calls.count("TransactWriteItems") == 1 and "UpdateItem" not in calls
     assert calls.count("DeleteMessageBatch") == 1 and "DeleteMessage" not in calls
     assert exchange.stores[REGION].trades.put_many_once(trades) == 0  # a redelivery writes none again
     for order in orders:
@@ -256,9 +258,19 @@ def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one
     assert exchange.queues[REGION].depth() == (0, 0)
 
 
+def assert_fills_add_up(exchange: Exchange, orders: list[Any]) -> None:
+    """Every order is final and its fills, none written twice, add up to what it filled."""
+    for order in orders:
+        stored = exchange.stores[REGION].orders.get(order.order_id)
+        fills = exchange.stores[REGION].trades.for_order(order.order_id, REGION)
+        assert stored.status != "ACCEPTED" and sum((t.qty for t in fills), Decimal(0)) == stored.filled_qty
+        assert len({t.trade_id for t in fills}) == len(fills)
+
+
 def test_a_task_stopped_part_way_deletes_only_what_it_applied(exchange: Exchange) -> None:
     orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"stop-{i}")[0] for i in range(4)]
     worker = worker_for(exchange)
+    worker.slowdown_s = 0.01  # a slowed task applies one message at a time, nothing planned ahead
     messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1, visibility_timeout=1)
     worker.on_applied = lambda applied: worker.stop() if worker.applied_count == 2 else None
     assert worker.process(messages) == 2
@@ -267,10 +279,44 @@ def test_a_task_stopped_part_way_deletes_only_what_it_applied(exchange: Exchange
     # The two it did not apply come back after the visibility timeout, for another task.
     other = worker_for(exchange, "us-east-1b")
     assert drain(other, 2) == 2
-    # The stopped task had written the trades of all four ahead; the second task's finish
-    # found them there and wrote none twice: each order's fills add up to what it filled.
-    for order in orders:
-        stored = exchange.stores[REGION].orders.get(order.order_id)
-        fills = exchange.stores[REGION].trades.for_order(order.order_id, REGION)
-        assert stored.status != "ACCEPTED" and sum((t.qty for t in fills), Decimal(0)) == stored.filled_qty
-        assert len({t.trade_id for t in fills}) == len(fills)
+    assert_fills_add_up(exchange, orders)
+
+
+def test_a_task_stopped_after_its_batchs_statuses_were_written_still_publishes_them(exchange: Exchange) -> None:
+    """A planned batch's trades and statuses are written before the first is published:
+    a stop after that publishes and deletes the rest rather than leave them to come back
+    as no-ops whose fill no browser would ever be told of."""
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"stop-late-{i}")[0] for i in range(4)]
+    worker = worker_for(exchange)
+    published: list[str] = []
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1, visibility_timeout=1)
+
+    def on_applied(applied: Any) -> None:
+        published.append(applied.order_id)
+        if worker.applied_count == 2:
+            worker.stop()
+
+    worker.on_applied = on_applied
+    assert worker.process(messages) == 4
+    assert published == [o.order_id for o in orders]
+    assert exchange.queues[REGION].depth() == (0, 0)
+    assert_fills_add_up(exchange, orders)
+
+
+def test_a_refused_status_transaction_finishes_each_order_alone(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another task finished one order of the batch after this task read it (a redelivery
+    raced it): the batch's transaction is refused as a whole, and each order is then
+    finished alone, the raced one skipped, with nothing written twice."""
+    from trading.store import OrderStore
+
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"raced-{i}")[0] for i in range(3)]
+    worker = worker_for(exchange)
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
+    stale = exchange.stores[REGION].orders.get_many([o.order_id for o in orders])
+    raced = apply_message(exchange.stores[REGION], messages[0].body, "us-east-1b", lambda: orders[0].created_ms / 1000, grid(exchange.config))
+    assert raced.action in {"filled", "cancelled"}
+    monkeypatch.setattr(OrderStore, "get_many", lambda self, ids: [o for o in stale if o.order_id in ids])
+    with aws_calls() as calls:
+        assert worker.process(messages) == 3
+    assert calls.count("TransactWriteItems") == 1 and calls.count("UpdateItem") == 3
+    assert_fills_add_up(exchange, orders)

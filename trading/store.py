@@ -279,32 +279,53 @@ class OrderStore:
         ):
             yield order_from_item(item)
 
+    def _finish_update(self, order: Order, change: StatusChange, filled_qty: Decimal) -> dict[str, Any]:
+        """The conditional write that sets a final status: only an open order takes it."""
+        return {
+            "TableName": self.table,
+            "Key": to_attrs({"pk": f"ORDER#{order.order_id}"}),
+            # A final order needs no OrderAccepted any more: its outbox flag goes with this write.
+            "UpdateExpression": (
+                "SET #s = :s, filledQty = :f, updatedAt = :t, history = list_append(if_not_exists(history, :empty), :h) "
+                "REMOVE outboxPending"
+            ),
+            "ConditionExpression": "attribute_exists(pk) AND #s IN (" + ", ".join(f":o{i}" for i in range(len(OPEN_STATUSES))) + ")",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": to_attrs(
+                {
+                    ":s": change.status,
+                    ":f": filled_qty,
+                    ":t": change.ts_ms,
+                    ":h": [history_to_item(change)],
+                    ":empty": [],
+                    **{f":o{i}": s for i, s in enumerate(OPEN_STATUSES)},
+                }
+            ),
+        }
+
     def finish(self, order: Order, change: StatusChange, filled_qty: Decimal) -> bool:
         """Set a final status, conditional on the order still being open; False if it was not."""
         try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key=to_attrs({"pk": f"ORDER#{order.order_id}"}),
-                # A final order needs no OrderAccepted any more: its outbox flag goes with this write.
-                UpdateExpression=(
-                    "SET #s = :s, filledQty = :f, updatedAt = :t, history = list_append(if_not_exists(history, :empty), :h) "
-                    "REMOVE outboxPending"
-                ),
-                ConditionExpression="attribute_exists(pk) AND #s IN (" + ", ".join(f":o{i}" for i in range(len(OPEN_STATUSES))) + ")",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues=to_attrs(
-                    {
-                        ":s": change.status,
-                        ":f": filled_qty,
-                        ":t": change.ts_ms,
-                        ":h": [history_to_item(change)],
-                        ":empty": [],
-                        **{f":o{i}": s for i, s in enumerate(OPEN_STATUSES)},
-                    }
-                ),
-            )
+            self._ddb.update_item(**self._finish_update(order, change, filled_qty))
         except ClientError as error:
             if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def finish_many(self, finals: list[tuple[Order, StatusChange, Decimal]]) -> bool:
+        """Set the final status of several orders in one transaction, each write conditional
+        on its order still being open: True if all were written; False, with none written,
+        if any was refused (one no longer open, a conflicting write), so the caller finishes
+        them one by one with `finish` and learns which. Up to 100 orders."""
+        if not finals:
+            return True
+        if len(finals) > 100:
+            raise ValueError("a transaction holds at most 100 writes")
+        try:
+            self._ddb.transact_write_items(TransactItems=[{"Update": self._finish_update(*final)} for final in finals])
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
                 return False
             raise
         return True
