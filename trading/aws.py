@@ -30,6 +30,7 @@ _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
 _hooks: list[BeforeSendHook] = []
 _endpoint_override: str | None = None
+_region_endpoints: dict[str, str] = {}
 
 
 def endpoint_is_live(url: str, timeout: float = 0.5) -> bool:
@@ -40,11 +41,14 @@ def endpoint_is_live(url: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def resolve_endpoint() -> str | None:
-    """AWS_ENDPOINT_URL, else the embedded server named in var/aws_endpoint if it is live.
+def resolve_endpoint(region: str | None = None) -> str | None:
+    """The region's own endpoint if one was set (use_region_endpoints), else
+    AWS_ENDPOINT_URL, else the embedded server named in var/aws_endpoint if it is live.
 
     None means real AWS.
     """
+    if region is not None and region in _region_endpoints:
+        return _region_endpoints[region]
     if _endpoint_override:
         return _endpoint_override
     env = os.environ.get("AWS_ENDPOINT_URL")
@@ -69,6 +73,16 @@ def use_endpoint(url: str | None) -> None:
     global _endpoint_override
     with _lock:
         _endpoint_override = url
+        _clients.clear()
+
+
+def use_region_endpoints(endpoints: dict[str, str]) -> None:
+    """Give each named region its own endpoint, as AWS does: the soak runs one moto
+    server per region so that one region's load never queues behind the other's.
+    An empty dict goes back to the one endpoint."""
+    with _lock:
+        _region_endpoints.clear()
+        _region_endpoints.update(endpoints)
         _clients.clear()
 
 
@@ -122,7 +136,7 @@ def client(service: str, region: str) -> Any:
         found = _clients.get(key)
         if found is not None:
             return found
-        endpoint = resolve_endpoint()
+        endpoint = resolve_endpoint(region)
         kwargs: dict[str, Any] = {
             "region_name": region,
             "config": Config(

@@ -41,7 +41,7 @@ class OrderQueue:
 
     @property
     def url(self) -> str:
-        key = (self.region, self.name, aws.resolve_endpoint())
+        key = (self.region, self.name, aws.resolve_endpoint(self.region))
         found = _urls.get(key)
         if found:
             return found

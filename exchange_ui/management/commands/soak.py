@@ -186,6 +186,11 @@ class Command(BaseCommand):
         parser.add_argument("--orders", type=int, default=1000)
         parser.add_argument("--rate", type=float, default=12.0, help="orders/s from the synthetic traders")
         parser.add_argument("--settle-timeout", type=float, default=0.0, help="seconds to wait for the fills and replication after the stream (default: 180 + 0.1 per order)")
+        parser.add_argument(
+            "--one-moto",
+            action="store_true",
+            help="serve every region from one moto server, as `make run` does (default: one moto server per region, as each AWS region is its own endpoint)",
+        )
         parser.add_argument("--json", dest="json_path", default="", help="also write the report as JSON here")
 
     def say(self, line: str) -> None:
@@ -196,7 +201,7 @@ class Command(BaseCommand):
         for noisy in ("botocore", "urllib3", "faults", "simfill", "trading", "reconcile_panel", "exchange_ui.runtime"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         settle_timeout = options["settle_timeout"] or 180.0 + 0.1 * options["orders"]
-        report = self.game_day(options["seed"], options["orders"], options["rate"], settle_timeout)
+        report = self.game_day(options["seed"], options["orders"], options["rate"], settle_timeout, one_moto=options["one_moto"])
         if options["json_path"]:
             with open(options["json_path"], "w") as out:
                 json.dump(report, out, indent=2, sort_keys=True)
@@ -205,7 +210,7 @@ class Command(BaseCommand):
             sys.exit(1)
         self.say(self.style.SUCCESS("soak: every invariant holds"))
 
-    def game_day(self, seed: int, orders: int, rate: float, settle_timeout: float) -> dict[str, Any]:
+    def game_day(self, seed: int, orders: int, rate: float, settle_timeout: float, one_moto: bool = False) -> dict[str, Any]:
         from exchange_ui.runtime import Runtime, set_runtime
         from faults.templates import builtin_templates
         from reconcile_panel.history import check
@@ -219,14 +224,24 @@ class Command(BaseCommand):
 
         VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", verbosity=0, interactive=False)
-        moto = MotoServer(log_path=VAR_DIR / "soak-moto.log").start()
-        aws.use_endpoint(moto.url)
+        regions = list(settings.EXCHANGE.regions)
+        servers = [MotoServer(log_path=VAR_DIR / f"soak-moto-{n}.log").start() for n in range(1 if one_moto else len(regions))]
+        aws.use_endpoint(servers[0].url)
+        if not one_moto:
+            # moto serves one request at a time per process (one interpreter lock): one server
+            # per region, as each AWS region is its own endpoint, lets the two regions' calls
+            # run side by side instead of queueing behind each other.
+            aws.use_region_endpoints({region: server.url for region, server in zip(regions, servers)})
         forget_urls()
-        config = replace(settings.EXCHANGE, seed=seed, synthetic_rate=Decimal(0), endpoint_url=moto.url)
+        self.endpoints = {region: servers[0 if one_moto else n].url for n, region in enumerate(regions)}
+        config = replace(settings.EXCHANGE, seed=seed, synthetic_rate=Decimal(0), endpoint_url=servers[0].url)
         window_s = orders / rate
         template_ids = [t.id for t in builtin_templates(config)]
         schedule = game_day_schedule(seed, window_s, template_ids)
-        self.say(f"soak: seed {seed}, {orders} orders at {rate:g}/s over {window_s:.0f} s, regions {', '.join(config.regions)}")
+        self.say(
+            f"soak: seed {seed}, {orders} orders at {rate:g}/s over {window_s:.0f} s, regions {', '.join(config.regions)}"
+            f" ({'one moto server' if one_moto else 'one moto server per region'})"
+        )
         self.say("schedule (seconds into the order stream at the nominal rate; an experiment starts when the stream gets there):")
         for slot in schedule:
             self.say(f"  {slot.start_s:7.1f} -> {slot.end_s:7.1f}  {slot.template}")
@@ -257,8 +272,10 @@ class Command(BaseCommand):
             if runtime is not None:
                 runtime.stop()
                 set_runtime(None)
+            aws.use_region_endpoints({})
             aws.use_endpoint(None)
-            moto.stop()
+            for server in servers:
+                server.stop()
         return self._report(seed, orders, rate, schedule, traders, history, result, submitted_s, settle_s, runtime)
 
     def _progress(self, runtime: Any, traders: Traders, started: float, every_s: float = 15.0) -> None:
@@ -403,6 +420,7 @@ class Command(BaseCommand):
             "orders": orders,
             "rate": rate,
             "ok": ok,
+            "endpoints": self.endpoints,
             "schedule": [s.as_dict() for s in schedule],
             "experiments": self.experiment_log,
             "counts": counts,
