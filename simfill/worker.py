@@ -137,14 +137,15 @@ def apply_message(
     before_finish: Callable[[Order], None] | None = None,
     loaded: Order | None = None,
     planned: Planned | None = None,
-    finished: bool = False,
+    finished: bool | None = None,
 ) -> Applied:
     """Apply one OrderAccepted or CancelRequested message, idempotently.
 
     `loaded`: the order as read for the batch (a consistent read); the final status
     write is conditional on it still being open, so a stale copy cannot finish it twice.
     `planned`: its fill as plan_fills decided it from that same copy, trades written.
-    `finished`: that planned fill's final status is written too (finish_many).
+    `finished`: what finish_many did with that planned fill's final status: True
+    written, False refused (the order was no longer open), None not tried or failed.
     """
     order_id = str(body.get("order_id", ""))
     if loaded is not None and loaded.order_id == order_id:
@@ -178,7 +179,11 @@ def apply_message(
     if before_finish is not None:
         before_finish(order)
     change = StatusChange(outcome.final_status, now_ms, az, outcome.reason)
-    if not (finished and planned is not None) and not stores.orders.finish(order, change, outcome.filled_qty):
+    if planned is None:
+        finished = None
+    if finished is None:
+        finished = stores.orders.finish(order, change, outcome.filled_qty)
+    if not finished:
         return Applied(order_id, "skipped", order=stores.orders.get(order_id))
     done = order.with_status(outcome.final_status, now_ms, az, outcome.reason, filled=outcome.filled_qty)
     return Applied(order_id, "filled" if outcome.fills else "cancelled", trades=trades, order=done)
@@ -260,13 +265,14 @@ class AzWorker:
             ids = sorted({str(m.body.get("order_id", "")) for m in messages} - {""})
             loaded = {order.order_id: order for order in self.stores.orders.get_many(ids)} if len(ids) > 1 else {}
             plans: dict[str, Planned] = {}
-            finished = False
+            finished: dict[str, bool | None] = {}
             if len(messages) > 1 and not self.slowdown_s:
                 items = [(m.body, loaded.get(str(m.body.get("order_id", "")))) for m in messages]
                 plans = plan_fills(self.stores, items, self.az, int(self.clock() * 1000), self.market_grid)
-                # The planned orders' final statuses in one transaction: one call on the FIFO
-                # group's critical path instead of one per order. Refused (an order no longer
-                # open, a conflicting write): each is finished alone below, as before.
+                # The planned orders' final statuses, written side by side: one round trip's
+                # wait on the FIFO group's critical path instead of one per order. (Not one
+                # transaction: the same conditional write per order, so a refused order
+                # refuses only itself.)
                 finished = self.stores.orders.finish_many(
                     [
                         (loaded[order_id], StatusChange(p.outcome.final_status, p.now_ms, self.az, p.outcome.reason), p.outcome.filled_qty)
@@ -275,7 +281,7 @@ class AzWorker:
                 )
             for message in messages:
                 order_id = str(message.body.get("order_id", ""))
-                if self.stop_event.is_set() and not (finished and order_id in plans):
+                if self.stop_event.is_set() and not finished.get(order_id):
                     # The task was stopped (AZ loss): what it holds and has not applied
                     # comes back after the visibility timeout, for a surviving AZ. (An order
                     # already finished in this batch is published and deleted still.)
@@ -290,7 +296,7 @@ class AzWorker:
                     self.market_grid,
                     loaded=loaded.get(order_id),
                     planned=plans.get(order_id),
-                    finished=finished and order_id in plans,
+                    finished=finished.get(order_id),
                 )
                 applied_handles.append(message.receipt_handle)
                 publish_applied(applied, self.stores.region)

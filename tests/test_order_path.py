@@ -245,10 +245,10 @@ def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one
     trades = [t for o in orders for t in exchange.stores[REGION].trades.for_order(o.order_id, REGION)]
     assert trades  # the seeds fill some of these orders
     # One read for the orders, one for which trades exist; all trades in batch writes, none one by one;
-    # every final status in one transaction.
+    # one conditional status write per order.
     assert calls.count("BatchGetItem") == 2 and "GetItem" not in calls
     assert calls.count("BatchWriteItem") == -(-len(trades) // 25) and "PutItem" not in calls
-    assert calls.count("TransactWriteItems") == 1 and "UpdateItem" not in calls
+    assert calls.count("UpdateItem") == len(orders)
     assert calls.count("DeleteMessageBatch") == 1 and "DeleteMessage" not in calls
     assert exchange.stores[REGION].trades.put_many_once(trades) == 0  # a redelivery writes none again
     for order in orders:
@@ -303,10 +303,10 @@ def test_a_task_stopped_after_its_batchs_statuses_were_written_still_publishes_t
     assert_fills_add_up(exchange, orders)
 
 
-def test_a_refused_status_transaction_finishes_each_order_alone(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_raced_order_in_a_batch_refuses_only_itself(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another task finished one order of the batch after this task read it (a redelivery
-    raced it): the batch's transaction is refused as a whole, and each order is then
-    finished alone, the raced one skipped, with nothing written twice."""
+    raced it): that order's status write is refused and the order skipped, the others
+    are finished, and nothing is written twice."""
     from trading.store import OrderStore
 
     orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"raced-{i}")[0] for i in range(3)]
@@ -316,7 +316,38 @@ def test_a_refused_status_transaction_finishes_each_order_alone(exchange: Exchan
     raced = apply_message(exchange.stores[REGION], messages[0].body, "us-east-1b", lambda: orders[0].created_ms / 1000, grid(exchange.config))
     assert raced.action in {"filled", "cancelled"}
     monkeypatch.setattr(OrderStore, "get_many", lambda self, ids: [o for o in stale if o.order_id in ids])
+    applied: list[str] = []
+    worker.on_applied = lambda a: applied.append(a.action)
     with aws_calls() as calls:
         assert worker.process(messages) == 3
-    assert calls.count("TransactWriteItems") == 1 and calls.count("UpdateItem") == 3
+    assert calls.count("UpdateItem") == 3 and "TransactWriteItems" not in calls
+    assert applied[0] == "skipped" and all(a in {"filled", "cancelled"} for a in applied[1:])
+    assert_fills_add_up(exchange, orders)
+
+
+def test_a_batchs_status_writes_are_sent_side_by_side(exchange: Exchange) -> None:
+    """The status writes of a planned batch overlap: the first waits (up to 5 s) for a
+    second to be sent while it is in flight, which cannot happen one after another."""
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"overlap-{i}")[0] for i in range(4)]
+    worker = worker_for(exchange)
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
+    sent = threading.Condition()
+    count = [0]
+    first_met_another: list[bool] = []
+
+    def meet(service: str, region: str, operation: str, request: Any) -> None:
+        if operation != "UpdateItem":
+            return
+        with sent:
+            count[0] += 1
+            sent.notify_all()
+            if count[0] == 1:
+                first_met_another.append(sent.wait_for(lambda: count[0] >= 2, timeout=5))
+
+    aws.register_before_send(meet)
+    try:
+        assert worker.process(messages) == len(orders)
+    finally:
+        aws.unregister_before_send(meet)
+    assert first_met_another == [True] and count[0] == len(orders)
     assert_fills_add_up(exchange, orders)
