@@ -79,10 +79,12 @@ def tape_digest(trades: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
-# Traders are many independent clients: a slow exchange (the latency experiment adds
-# 200 ms to every AWS call in a region) must not slow the stream they send, so enough
-# threads submit that each order still leaves on time; the pacing keeps the rate.
-TRADER_THREADS = 8
+# Traders are many independent clients: a slow exchange must not slow the stream they
+# send, so enough threads submit that each order still leaves on time; the pacing keeps
+# the rate. The latency experiment adds 200 ms to every AWS call in a region, and the
+# throttling experiment makes an order's writes back off and retry for seconds: with 8
+# threads a 10,000-order soak accepted 1.3 orders/s for the minute it throttled.
+TRADER_THREADS = 32
 
 
 class Traders:
@@ -184,7 +186,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--orders", type=int, default=1000)
-        parser.add_argument("--rate", type=float, default=12.0, help="orders/s from the synthetic traders")
+        parser.add_argument("--rate", type=float, default=20.0, help="orders/s from the synthetic traders")
         parser.add_argument("--settle-timeout", type=float, default=0.0, help="seconds to wait for the fills and replication after the stream (default: 180 + 0.1 per order)")
         parser.add_argument(
             "--one-moto",
