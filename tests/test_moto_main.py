@@ -217,3 +217,91 @@ def test_a_deleted_message_left_marked_in_flight_does_not_hold_its_group() -> No
     backend.delete_message(name, first[0].receipt_handle)
     queue.pending_messages.add(held)  # the racing receive's mark, after the delete
     assert [m.body for m in backend.receive_message(name, 1, 0, 30)] == ["m1"]
+
+
+@pytest.fixture
+def ddb(moto_server: MotoServer) -> Any:
+    return boto3.client(
+        "dynamodb", region_name="us-east-1", endpoint_url=moto_server.url, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
+def _table(ddb: Any) -> str:
+    name = f"tx-{uuid.uuid4().hex[:10]}"
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+def _put(table: str, pk: str, condition: bool = True) -> dict[str, Any]:
+    put: dict[str, Any] = {"TableName": table, "Item": {"pk": {"S": pk}, "v": {"N": "1"}}}
+    if condition:
+        put["ConditionExpression"] = "attribute_not_exists(pk)"
+    return {"Put": put}
+
+
+def _add(table: str, pk: str, attribute: str = "n") -> dict[str, Any]:
+    return {"Update": {"TableName": table, "Key": {"pk": {"S": pk}}, "UpdateExpression": f"ADD {attribute} :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+
+
+def test_a_transaction_writes_all_or_nothing(ddb: Any) -> None:
+    table = _table(ddb)
+    ddb.transact_write_items(TransactItems=[_put(table, "trade-1"), _add(table, "counter")])
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "counter"}})["Item"]["n"] == {"N": "1"}
+    # The same trade again: its condition fails, and the counter does not move.
+    with pytest.raises(ClientError) as refused:
+        ddb.transact_write_items(TransactItems=[_put(table, "trade-1"), _add(table, "counter")])
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert [r["Code"] for r in refused.value.response["CancellationReasons"]] == ["ConditionalCheckFailed", "None"]
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "counter"}})["Item"]["n"] == {"N": "1"}
+    # One item twice in a transaction is refused as AWS refuses it.
+    with pytest.raises(ClientError) as twice:
+        ddb.transact_write_items(TransactItems=[_put(table, "x", condition=False), _add(table, "x")])
+    assert twice.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_a_write_failing_after_the_checks_puts_back_what_the_transaction_wrote(ddb: Any) -> None:
+    table = _table(ddb)
+    ddb.put_item(TableName=table, Item={"pk": {"S": "text"}, "n": {"S": "not a number"}})
+    with pytest.raises(ClientError) as failed:
+        # Every condition holds; the ADD to a string fails only when it is applied.
+        ddb.transact_write_items(TransactItems=[_put(table, "trade-2"), _add(table, "text")])
+    assert failed.value.response["Error"]["Code"] in {"TransactionCanceledException", "ValidationException"}
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": "trade-2"}})
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "text"}})["Item"]["n"] == {"S": "not a number"}
+
+
+def test_a_cancelled_transaction_keeps_the_table_others_write_to() -> None:
+    """moto put a copy of the whole table back on a cancelled transaction, dropping what
+    other requests wrote to it meanwhile; here the table is the same object throughout."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    from trading.moto_main import install_transactions
+
+    install_transactions()
+    backend = dynamodb_backends["123456789012"]["us-east-1"]
+    name = f"tx-{uuid.uuid4().hex[:10]}"
+    backend.create_table(
+        name,
+        schema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        attr=[{"AttributeName": "pk", "AttributeType": "S"}],
+        throughput=None,
+        billing_mode="PAY_PER_REQUEST",
+        indexes=None,
+        global_indexes=None,
+        streams=None,
+        sse_specification=None,
+        tags=[],
+        deletion_protection_enabled=False,
+        warm_throughput=None,
+    )
+    backend.put_item(name, {"pk": {"S": "trade-1"}})
+    table = backend.tables[name]
+    with pytest.raises(Exception, match="Transaction cancelled"):
+        backend.transact_write_items([_put(name, "trade-1"), _put(name, "trade-3")])
+    assert backend.tables[name] is table
+    assert backend.get_item(name, {"pk": {"S": "trade-3"}}) is None

@@ -56,10 +56,18 @@ server answers every call as before.
    soak: 5,315 messages visible, none deliverable, for minutes). Real SQS never holds a
    group for a message that is gone; here a group is held only by in-flight messages
    that are still in the queue.
+9. TransactWriteItems. moto deep-copies every table a transaction names before it
+   starts, to put the copy back if the transaction is cancelled: the cost grows with the
+   table (a 10,000-order soak stalled on it), and putting a copy back drops whatever
+   other requests wrote to that table meanwhile (a replicated trade, another worker's
+   status). Here, under one lock for transactions, every condition is checked first and
+   nothing is written unless all hold; a write that fails after that (an invalid update)
+   puts back only the items this transaction touched, and says so in the stream.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import io
 import logging
@@ -103,6 +111,7 @@ def install() -> list[str]:
 
     patched += _install_keep_alive()
     patched += install_live_pending_groups()
+    patched += install_transactions()
 
     import moto.backends
 
@@ -333,6 +342,111 @@ def install_live_pending_groups() -> list[str]:
 
     Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[method-assign,assignment]
     return ["moto.sqs.models.Queue.pending_message_groups"]
+
+
+_TRANSACTIONS = threading.Lock()
+
+
+def install_transactions() -> list[str]:
+    from moto.dynamodb.exceptions import (
+        ConditionalCheckFailed,
+        MockValidationException,
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+    from moto.dynamodb.models import DynamoDBBackend, get_filter_expression
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        if len(transact_items) > 100:
+            raise TooManyTransactionsException()
+        with _TRANSACTIONS:
+            ops: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+            errors: list[Any] = []
+            targets: set[tuple[str, str]] = set()
+            for entry in transact_items:
+                if len(entry) > 1:
+                    raise TransactWriteSingleOpException
+                original_item = None
+                try:
+                    op_type, op = next(iter(entry.items()))
+                    if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                        raise ValueError("Unsupported transaction operation")
+                    table = self.get_table(op["TableName"])
+                    if op_type == "Put":
+                        key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                        if table.range_key_attr is not None:
+                            key[table.range_key_attr] = op["Item"][table.range_key_attr]
+                    else:
+                        key = op["Key"]
+                    target = (str(op["TableName"]), str(dict(sorted(key.items()))))
+                    if target in targets:
+                        raise MultipleTransactionsException()
+                    targets.add(target)
+                    ops.append((op_type, op, key))
+                    current = self.get_item(op["TableName"], key)
+                    condition = op.get("ConditionExpression")
+                    if condition is not None:
+                        check = get_filter_expression(condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues"))
+                        if not check.expr(current):
+                            if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                                original_item = current.to_json()["Attributes"]
+                            raise ConditionalCheckFailed(item=original_item)
+                    errors.append((None, None, None))
+                except (MultipleTransactionsException, MockValidationException):
+                    raise
+                except ConditionalCheckFailed as error:
+                    errors.append(("ConditionalCheckFailed", str(error.message), original_item))
+                except Exception as error:  # moto's own catch-all, kept
+                    errors.append((type(error).__name__, str(error), original_item))
+            if any(code is not None for code, _, _ in errors):
+                raise TransactionCanceledException(errors)
+            before = [(op["TableName"], key, copy.deepcopy(self.get_item(op["TableName"], key))) for _, op, key in ops]
+            done = 0
+            try:
+                for op_type, op, key in ops:
+                    names, values, condition = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues"), op.get("ConditionExpression")
+                    if op_type == "Put":
+                        self.put_item(op["TableName"], op["Item"], condition_expression=condition, expression_attribute_names=names, expression_attribute_values=values)
+                    elif op_type == "Delete":
+                        self.delete_item(op["TableName"], key, condition_expression=condition, expression_attribute_names=names, expression_attribute_values=values)
+                    elif op_type == "Update":
+                        self.update_item(
+                            op["TableName"], key, update_expression=op["UpdateExpression"], condition_expression=condition,
+                            expression_attribute_names=names, expression_attribute_values=values,
+                        )
+                    done += 1
+            except Exception as error:
+                for table_name, key, old in before[:done]:
+                    _put_back(self, table_name, key, old)
+                if isinstance(error, (MultipleTransactionsException, MockValidationException)):
+                    raise
+                raise TransactionCanceledException(
+                    [(None, None, None)] * done + [(type(error).__name__, str(error), None)] + [(None, None, None)] * (len(ops) - done - 1)
+                ) from error
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    return ["moto.dynamodb.models.DynamoDBBackend.transact_write_items"]
+
+
+def _put_back(backend: Any, table_name: str, key: dict[str, Any], old: Any) -> None:
+    """An item as it was before a transaction that failed part-way; the stream records
+    the change back, so a reader of the stream ends where the table does."""
+    table = backend.get_table(table_name)
+    hash_value, range_value = backend.get_keys_value(table, key)
+    now = table.get_item(hash_value, range_value)
+    if table.range_key_attr is not None:
+        if old is None:
+            table.items[hash_value].pop(range_value, None)
+        else:
+            table.items[hash_value][range_value] = old
+    elif old is None:
+        table.items.pop(hash_value, None)
+    else:
+        table.items[hash_value] = old
+    if table.stream_shard is not None and (now is not None or old is not None):
+        table.stream_shard.add(now, old)
 
 
 def main(argv: list[str] | None = None) -> None:
