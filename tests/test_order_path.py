@@ -351,33 +351,3 @@ def test_a_batchs_status_writes_are_sent_side_by_side(exchange: Exchange) -> Non
         aws.unregister_before_send(meet)
     assert first_met_another == [True] and count[0] == len(orders)
     assert_fills_add_up(exchange, orders)
-
-
-def test_a_throttled_sequence_number_backs_off_without_holding_the_counter(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Against an emulator one number of a counter is allocated at a time; a throttled
-    attempt waits outside that lock, so another order takes the next number meanwhile
-    (held through the SDK's back-off, the lock let one order in per back-off)."""
-    import trading.store
-
-    sequences = exchange.stores[REGION].sequences
-    monkeypatch.setattr(trading.store.random, "uniform", lambda low, high: 0.3)
-    got: dict[str, int] = {}
-    other = threading.Thread(target=lambda: got.__setitem__("other", sequences.next_seq("THR-USD")))
-    throttled: list[str] = []
-
-    def throttle_once(service: str, region: str, operation: str, request: Any) -> Any:
-        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
-        if operation == "UpdateItem" and b"SEQ#THR-USD" in body and not throttled:
-            throttled.append(operation)
-            other.start()  # asks for a number while this attempt holds the counter
-            return AWSResponse(request.url, 400, {}, RawBody(b'{"__type":"ThrottlingException","message":"injected"}'))
-        return None
-
-    aws.register_before_send(throttle_once)
-    try:
-        got["first"] = sequences.next_seq("THR-USD")
-        other.join(timeout=10)
-    finally:
-        aws.unregister_before_send(throttle_once)
-    assert throttled and got["other"] < got["first"]
-    assert sorted(got.values()) == [got["other"], got["other"] + 1]

@@ -27,7 +27,7 @@ ENDPOINT_FILE = VAR_DIR / "aws_endpoint"
 BeforeSendHook = Callable[[str, str, str, Any], Any]
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str, int], Any] = {}
+_clients: dict[tuple[str, str], Any] = {}
 _hooks: list[BeforeSendHook] = []
 _endpoint_override: str | None = None
 _region_endpoints: dict[str, str] = {}
@@ -127,13 +127,8 @@ def throttled_calls() -> int:
     return _throttled
 
 
-DEFAULT_ATTEMPTS = 4
-
-
-def client(service: str, region: str, attempts: int = DEFAULT_ATTEMPTS) -> Any:
-    """The shared client; `attempts` other than the default gives a client whose SDK
-    retries stop there (a caller that retries on its own, outside a lock it holds)."""
-    key = (service, region, attempts)
+def client(service: str, region: str) -> Any:
+    key = (service, region)
     found = _clients.get(key)
     if found is not None:
         return found
@@ -145,7 +140,7 @@ def client(service: str, region: str, attempts: int = DEFAULT_ATTEMPTS) -> Any:
         kwargs: dict[str, Any] = {
             "region_name": region,
             "config": Config(
-                retries={"mode": "standard", "total_max_attempts": attempts},
+                retries={"mode": "standard", "total_max_attempts": 4},
                 connect_timeout=2,
                 read_timeout=25,
                 max_pool_connections=32,

@@ -7,7 +7,6 @@ numbers are DynamoDB N (Decimal in and out, never float).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -449,23 +448,12 @@ class SequenceStore:
         # moto applies concurrent UpdateItem ADDs without a lock and hands two callers the
         # same number (measured: 11 duplicates in 400 over 4 threads); DynamoDB never does.
         # Against an emulator, one process allocates one number of a counter at a time
-        # (other counters go on meanwhile: another region's, another market's). A throttled
-        # attempt backs off outside the lock: held through the SDK's own back-off, the
-        # lock let one order in per back-off while the throttling experiment ran (1.3
-        # orders/s accepted of 20 in a 10,000-order soak).
-        lock = _emulator_seq_lock(self.region, self.table, symbol)
-        for attempt in range(aws.DEFAULT_ATTEMPTS):
-            with lock:
-                try:
-                    return self._add_one(symbol, attempts=1)
-                except ClientError as error:
-                    if error.response.get("Error", {}).get("Code") not in aws.THROTTLE_CODES or attempt == aws.DEFAULT_ATTEMPTS - 1:
-                        raise
-            time.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
-        raise AssertionError("unreachable")
+        # (other counters go on meanwhile: another region's, another market's).
+        with _emulator_seq_lock(self.region, self.table, symbol):
+            return self._add_one(symbol)
 
-    def _add_one(self, symbol: str, attempts: int = aws.DEFAULT_ATTEMPTS) -> int:
-        response = aws.client("dynamodb", self.region, attempts).update_item(
+    def _add_one(self, symbol: str) -> int:
+        response = aws.client("dynamodb", self.region).update_item(
             TableName=self.table,
             Key=to_attrs({"pk": f"SEQ#{symbol}"}),
             UpdateExpression="ADD seq :one",
