@@ -235,12 +235,10 @@ def plain_attribute_values(generic: Any) -> Any:
     def serialize(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
         if shape.name == "AttributeValue" and isinstance(value, dict):
             try:
-                fast = attribute_value(self, value)
-            except _Unplain:
-                pass
-            else:
-                serialized[self.get_serialized_name(shape, key)] = fast
+                serialized[self.get_serialized_name(shape, key)] = attribute_value(self, value)
                 return
+            except _Unplain:
+                ...  # not a plain AttributeValue: moto's own path below writes it
         generic(self, serialized, value, shape, key)
 
     return serialize
