@@ -181,3 +181,25 @@ def test_it_publishes_the_openapi_document_to_signed_in_callers(runtime: Runtime
     doc = Client().get("/api/openapi.json", **bearer(alice)).json()
     assert "/api/orders" in doc["paths"]
     assert "requestBody" in doc["paths"]["/api/orders"]["post"]
+
+
+def test_a_token_records_its_last_use_to_the_minute_without_a_write_per_request(alice: User) -> None:
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from trading.auth import LAST_USED_RESOLUTION, user_for_token
+
+    token = ApiToken.issue(alice)
+    assert user_for_token(token) == alice
+    first = ApiToken.objects.get(user=alice).last_used
+    assert first is not None
+    with CaptureQueriesContext(connection) as queries:
+        assert user_for_token(token) == alice
+    assert [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE")] == []
+    assert ApiToken.objects.get(user=alice).last_used == first
+    ApiToken.objects.filter(user=alice).update(last_used=first - LAST_USED_RESOLUTION - timedelta(seconds=1))
+    assert user_for_token(token) == alice
+    assert ApiToken.objects.get(user=alice).last_used >= first
+    assert user_for_token(token + "x") is None
