@@ -12,7 +12,7 @@ from django.test import Client
 
 from exchange_ui.runtime import Runtime, set_runtime
 from tests.conftest import order_payload
-from trading.models import ApiToken
+from trading.models import ApiToken, hash_token
 
 pytestmark = pytest.mark.django_db
 
@@ -189,17 +189,37 @@ def test_a_token_records_its_last_use_to_the_minute_without_a_write_per_request(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from trading.auth import LAST_USED_RESOLUTION, user_for_token
+    from trading.auth import LAST_USED_RESOLUTION, forget_tokens, user_for_token
 
     token = ApiToken.issue(alice)
     assert user_for_token(token) == alice
     first = ApiToken.objects.get(user=alice).last_used
     assert first is not None
+    forget_tokens()  # past the in-process cache: the database read, but no write
     with CaptureQueriesContext(connection) as queries:
         assert user_for_token(token) == alice
-    assert [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE")] == []
+    assert len(queries) == 1 and queries[0]["sql"].lstrip().upper().startswith("SELECT")
     assert ApiToken.objects.get(user=alice).last_used == first
+    with CaptureQueriesContext(connection) as queries:
+        assert user_for_token(token) == alice
+    assert len(queries) == 0  # the cache: no database at all
     ApiToken.objects.filter(user=alice).update(last_used=first - LAST_USED_RESOLUTION - timedelta(seconds=1))
+    forget_tokens()
     assert user_for_token(token) == alice
     assert ApiToken.objects.get(user=alice).last_used >= first
     assert user_for_token(token + "x") is None
+
+
+def test_a_revoked_token_or_a_deactivated_user_is_refused_at_once(alice: User) -> None:
+    from trading.auth import user_for_token
+
+    token, other = ApiToken.issue(alice), ApiToken.issue(alice)
+    assert user_for_token(token) == alice and user_for_token(other) == alice  # both cached now
+    ApiToken.objects.get(token_hash=hash_token(token)).delete()
+    assert user_for_token(token) is None
+    assert user_for_token(other) == alice
+    alice.is_active = False
+    alice.save()
+    assert user_for_token(other) is None
+    response = Client().get("/api/orders", HTTP_AUTHORIZATION=f"Bearer {other}")
+    assert response.status_code == 401
