@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from exchange_ui.push import ChannelLayerSink
 from trading import events
-from trading.consumers import FLUSH_INTERVAL_S
+from trading.consumers import FLUSH_BURST, FLUSH_INTERVAL_S
 from trading.models import ApiToken
 
 # One xdist group for every test on the real Redis: a failover test kills its clients.
@@ -123,8 +123,9 @@ def test_it_coalesces_a_burst_into_one_dashboard_frame(redis_layer: None) -> Non
             html += await socket.receive_from(timeout=5)
             frames += 1
         took = time.monotonic() - started
-        # Coalesced per client: at most one frame per flush interval, however many events.
-        assert frames <= int(took / FLUSH_INTERVAL_S) + 2, (frames, took)
+        # Coalesced per client: at most one frame per flush interval (after a burst of
+        # FLUSH_BURST), however many events.
+        assert frames <= int(took / FLUSH_INTERVAL_S) + FLUSH_BURST, (frames, took)
         assert frames < len(burst)
         assert 'id="live-seq"' in html and 'hx-swap-oob' in html
         assert "Awaiting simulated fill" in html and "Filled" in html
