@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from exchange_ui.push import ChannelLayerSink
 from trading import events
-from trading.consumers import FLUSH_BURST, FLUSH_INTERVAL_S
+from trading.consumers import DashboardConsumer
 from trading.models import ApiToken
 
 # One xdist group for every test on the real Redis: a failover test kills its clients.
@@ -125,7 +125,7 @@ def test_it_coalesces_a_burst_into_one_dashboard_frame(redis_layer: None) -> Non
         took = time.monotonic() - started
         # Coalesced per client: at most one frame per flush interval (after a burst of
         # FLUSH_BURST), however many events.
-        assert frames <= int(took / FLUSH_INTERVAL_S) + FLUSH_BURST, (frames, took)
+        assert frames <= int(took / DashboardConsumer.flush_interval_s) + DashboardConsumer.flush_burst, (frames, took)
         assert frames < len(burst)
         assert 'id="live-seq"' in html and 'hx-swap-oob' in html
         assert "Awaiting simulated fill" in html and "Filled" in html
@@ -245,5 +245,39 @@ def test_the_layer_decodes_a_group_message_once_for_all_its_local_members(redis_
         assert len(decoded) == 3  # once per message, not once per member
         for channel in members:
             await layer.group_discard("decode-once", channel)
+
+    async_to_sync(scenario)()
+
+
+def test_the_batched_events_socket_keeps_every_event_within_its_frame_budget(redis_layer: None) -> None:
+    from channels.layers import get_channel_layer
+
+    from exchange_ui.push import EVENTS_GROUP, batch_message
+    from trading.consumers import EventsConsumer
+
+    token = token_for("ops", staff=True)
+
+    async def scenario() -> None:
+        socket = connect("/ws/events/?batch=1", token)
+        assert (await socket.connect())[0]
+        await asyncio.sleep(0.2)
+        layer = get_channel_layer()
+        sent = 40
+        started = time.monotonic()
+        for n in range(sent):  # one group message every 10 ms, as forty publishers might
+            await layer.group_send(EVENTS_GROUP, batch_message([{"type": "bench.tick", "region": "global", "ts": n, "data": {"n": n}}]))
+            await asyncio.sleep(0.01)
+        seen: list[int] = []
+        frames = 0
+        while len(seen) < sent:
+            frame = json.loads(await socket.receive_from(timeout=5))
+            frames += 1
+            assert frame["type"] == "batch" and frame["seq"] == frames and not frame["resync"]
+            seen += [e["data"]["n"] for e in frame["events"]]
+        took = time.monotonic() - started
+        assert seen == list(range(sent))  # every event, in order
+        # The bucket: its burst at once, then one frame per interval on average.
+        assert EventsConsumer.flush_burst <= frames <= int(took / EventsConsumer.flush_interval_s) + EventsConsumer.flush_burst, (frames, took)
+        await socket.disconnect()
 
     async_to_sync(scenario)()

@@ -26,15 +26,18 @@ from trading.fragments import coalesce, render_dashboard_frame
 
 log = logging.getLogger(__name__)
 
-# Each socket sends at most one frame per FLUSH_INTERVAL_S on average, with up to
-# FLUSH_BURST back to back (a token bucket). The publishers already batch every 100 ms
-# (exchange_ui.push); the bucket's rate sits above that, so the regular batches and the
-# once-a-second metrics go out as they arrive. A plain "one frame, then wait the
-# interval" held the batch after every metrics frame for most of an interval: an event
-# waited for two holds, not one (fan-out at 20 sockets: 36 ms of the 91 ms p50 were the
-# socket's hold, measured).
+# Each socket sends at most one frame per `flush_interval_s` on average, with up to
+# `flush_burst` back to back (a token bucket). The publishers already batch every 100 ms
+# (exchange_ui.push). On /ws/events/ (JSON, read by programs) the bucket's rate sits
+# above that, so the regular batches and the once-a-second metrics go out as they
+# arrive: a plain "one frame, then wait the interval" held the batch after every metrics
+# frame for most of an interval, so an event waited for two holds, not one (fan-out at
+# 20 sockets: 36 ms of the 91 ms p50 were the socket's hold, measured). The dashboard's
+# frames are HTML the browser lays out: those stay at ten a second.
 FLUSH_INTERVAL_S = 0.08
 FLUSH_BURST = 3
+DASHBOARD_FLUSH_INTERVAL_S = 0.1
+DASHBOARD_FLUSH_BURST = 2
 ENCODED_CACHE = 4096
 
 
@@ -84,6 +87,8 @@ CLOSE_FAILOVER = 4012
 
 class BufferedEventsConsumer(AsyncWebsocketConsumer):
     batch_mode = True
+    flush_interval_s = FLUSH_INTERVAL_S
+    flush_burst = FLUSH_BURST
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -165,16 +170,17 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_FAILOVER)
 
     async def flush_loop(self) -> None:
-        tokens, last = float(FLUSH_BURST), time.monotonic()
+        interval, burst = self.flush_interval_s, float(self.flush_burst)
+        tokens, last = burst, time.monotonic()
         while True:
             await self.wakeup.wait()
             now = time.monotonic()
-            tokens, last = min(float(FLUSH_BURST), tokens + (now - last) / FLUSH_INTERVAL_S), now
+            tokens, last = min(burst, tokens + (now - last) / interval), now
             if tokens < 1:
                 # Out of frames for now: what arrives meanwhile joins this frame.
-                await asyncio.sleep((1 - tokens) * FLUSH_INTERVAL_S)
+                await asyncio.sleep((1 - tokens) * interval)
                 now = time.monotonic()
-                tokens, last = min(float(FLUSH_BURST), tokens + (now - last) / FLUSH_INTERVAL_S), now
+                tokens, last = min(burst, tokens + (now - last) / interval), now
             self.wakeup.clear()
             batch, self.buffer = self.buffer, []
             overflowed, self.overflowed = self.overflowed, False
@@ -195,6 +201,9 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
 
 class DashboardConsumer(BufferedEventsConsumer):
     """/ws/dashboard/: htmx out-of-band fragments for the pages."""
+
+    flush_interval_s = DASHBOARD_FLUSH_INTERVAL_S
+    flush_burst = DASHBOARD_FLUSH_BURST
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         return  # the dashboard socket is push-only
