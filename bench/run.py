@@ -822,8 +822,10 @@ def section_fanout(res: Results, sizes: Sizes, endpoint: str, redis_url: str, se
 # --- section 4: fault to banner -------------------------------------------------------------
 
 
-def trickle(server: Server, token: str, rate: float, stop: threading.Event) -> None:
-    """A few orders a second, as the synthetic traders would send: throttling needs traffic to show."""
+def trickle(server: Server, token: str, rate: float, stop: threading.Event, accepted: dict[str, float] | None = None) -> None:
+    """A few orders a second, as the synthetic traders would send: throttling needs traffic to show.
+
+    `accepted["at"]`: when (perf_counter) the last order was accepted."""
     import requests
 
     session = requests.Session()
@@ -831,12 +833,14 @@ def trickle(server: Server, token: str, rate: float, stop: threading.Event) -> N
     while not stop.wait(1 / rate):
         i += 1
         try:
-            session.post(
+            response = session.post(
                 server.url + "/api/orders",
                 data=json.dumps({"symbol": "BTC-USD", "side": "BUY" if i % 2 else "SELL", "qty": "0.0100", "price": "50000.00"}),
                 headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
                 timeout=30,
             )
+            if accepted is not None and response.status_code == 201:
+                accepted["at"] = time.perf_counter()
         except requests.RequestException:
             pass
 
@@ -848,7 +852,8 @@ def section_fault_to_banner(res: Results, sizes: Sizes, server: Server, staff_to
     latencies: list[float] = []
     timeouts = 0
     stop_trickle = threading.Event()
-    feeder = threading.Thread(target=trickle, args=(server, trader_token, 5.0, stop_trickle), daemon=True)
+    accepted = {"at": 0.0}
+    feeder = threading.Thread(target=trickle, args=(server, trader_token, 5.0, stop_trickle, accepted), daemon=True)
     feeder.start()
 
     async def trial_loop() -> None:
@@ -871,7 +876,15 @@ def section_fault_to_banner(res: Results, sizes: Sizes, server: Server, staff_to
                                 return now
                 return None
 
+            settled_since = time.perf_counter()
             for _ in range(sizes.banner_trials):
+                # Each trial starts from a flowing exchange: an order accepted since the last
+                # trial ended. Else a request of the last trial still in the SDK's throttling
+                # back-off (up to 1 + 2 + 4 s) holds the trickle and the market's sequence
+                # counter, nothing reaches DynamoDB, and the trial times the last one's recovery.
+                deadline = time.perf_counter() + 15
+                while accepted["at"] < settled_since and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.02)
                 t0 = time.perf_counter()
                 response = await asyncio.to_thread(
                     requests.post, server.url + "/api/experiments", data=json.dumps({"template": "dynamodb-throttle", "duration": "PT20S"}), headers=headers, timeout=30
@@ -889,6 +902,7 @@ def section_fault_to_banner(res: Results, sizes: Sizes, server: Server, staff_to
                 await asyncio.to_thread(requests.post, server.url + f"/api/experiments/{response.json()['id']}/stop", headers=headers, timeout=30)
                 if state["active"]:
                     await wait_backpressure(False, 1.5 * sizes.banner_timeout_s)
+                settled_since = time.perf_counter()
 
     try:
         asyncio.run(trial_loop())
