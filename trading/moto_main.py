@@ -63,6 +63,9 @@ server answers every call as before.
    status). Here, under one lock for transactions, every condition is checked first and
    nothing is written unless all hold; a write that fails after that (an invalid update)
    puts back only the items this transaction touched, and says so in the stream.
+10. The cyclic collector. A full collection walks every object the server holds, and a
+   soak's tables are hundreds of thousands of them: each pass stopped every request for
+   100-200 ms, six times in 600 orders; once with `trading.collector` settled.
 """
 
 from __future__ import annotations
@@ -451,6 +454,9 @@ def main(argv: list[str] | None = None) -> None:
     install()
     from moto.server import main as moto_main
 
+    from trading.collector import settle_collector
+
+    settle_collector()
     moto_main(argv if argv is not None else sys.argv[1:])
 
 

@@ -9,7 +9,6 @@ process, and prints how to log in. Ctrl-C stops everything it started.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import secrets
@@ -22,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from trading import aws, events
+from trading.collector import settle_collector
 from trading.config import VAR_DIR
 from trading.motoserver import MotoServer
 
@@ -57,25 +57,6 @@ def ensure_demo_users() -> list[tuple[str, str, bool]]:
     LOGINS_FILE.write_text("".join(f"{n} {p}\n" for n, p in saved.items()))
     os.chmod(LOGINS_FILE, 0o600)
     return logins
-
-
-# A full collection after this many collections of the middle generation (CPython: 10).
-FULL_COLLECTION_AFTER = 100
-
-
-def settle_collector() -> None:
-    """Once the server is up: keep the cyclic collector's full passes off the event loop.
-
-    What start-up built (Django, the SDK's models, the runtime) lives as long as the
-    process: frozen, a full collection no longer walks it. The open sockets' objects
-    still fill the old generation, so full passes also come ten times less often. Each
-    walked ~340,000 objects in 140-200 ms with the event loop stopped, and every socket
-    saw it as a stall: at 200 sockets the worst events all arrived ~350 ms late at once
-    (fan-out p99 ~290 ms; frozen ~200 ms; and less often, ~150 ms, measured).
-    """
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)
 
 
 class Command(BaseCommand):
@@ -133,7 +114,7 @@ class Command(BaseCommand):
             def on_ready() -> None:
                 events.add_sink(ChannelLayerSink(asyncio.get_event_loop()))
                 runtime.start(synthetic=True)
-                settle_collector()
+                settle_collector()  # trading.collector: full collections off the event loop
                 url = f"http://{options['host']}:{options['port']}/"
                 self.stdout.write("")
                 self.stdout.write(self.style.SUCCESS(f"Exchange failure dashboard: {url}"))

@@ -32,6 +32,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from trading import aws
+from trading.collector import settle_collector
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,7 @@ class Command(BaseCommand):
             set_runtime(runtime)
             runtime.start(synthetic=False)
             stream = list(islice(intents(config, seed), orders))
+            settle_collector()  # trading.collector: what is built by now lives for the run
             traders = Traders(runtime.exchange, stream, rate)
             started = time.monotonic()
             experiments = self._run_schedule(runtime, schedule, traders, window_s)

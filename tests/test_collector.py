@@ -1,10 +1,10 @@
-"""run_exchange keeps the collector's full passes off the event loop once it is up."""
+"""The long-running servers keep the collector's full passes rare and short once they are up."""
 
 from __future__ import annotations
 
 import gc
 
-from exchange_ui.management.commands.run_exchange import FULL_COLLECTION_AFTER, settle_collector
+from trading.collector import FULL_COLLECTION_AFTER, settle_collector
 
 
 def test_start_up_objects_are_frozen_and_full_passes_come_less_often() -> None:
