@@ -223,3 +223,31 @@ def test_a_revoked_token_or_a_deactivated_user_is_refused_at_once(alice: User) -
     assert user_for_token(other) is None
     response = Client().get("/api/orders", HTTP_AUTHORIZATION=f"Bearer {other}")
     assert response.status_code == 401
+
+
+def test_a_lookup_overtaken_by_a_revocation_does_not_cache_what_it_read(alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trading import auth
+
+    token = ApiToken.issue(alice)
+    assert auth.user_for_token(token) == alice  # records its last use: no write below
+    auth.forget_tokens()
+    manager = ApiToken.objects
+    real_first = manager.select_related("user").filter(token_hash=hash_token(token)).first()
+
+    class Racing:
+        """The token is read, then deleted (by another request) before the reader caches it."""
+
+        def select_related(self, *_: Any) -> Racing:
+            return self
+
+        def filter(self, **_: Any) -> Racing:
+            return self
+
+        def first(self) -> Any:
+            manager.filter(pk=real_first.pk).delete()
+            return real_first
+
+    with monkeypatch.context() as patched:
+        patched.setattr(auth.ApiToken, "objects", Racing())
+        assert auth.user_for_token(token) == alice  # it was valid when read
+    assert auth.user_for_token(token) is None  # and is not served from the cache after

@@ -38,11 +38,16 @@ TOKEN_CACHE_TTL_S = 2.0
 TOKEN_CACHE_MAX = 10_000
 _token_cache: dict[str, tuple[float, Any]] = {}
 _token_cache_lock = threading.Lock()
+# Bumped by every forget: a lookup that read the database before a revocation does not
+# put what it read into the cache after it.
+_token_generation = 0
 
 
 def forget_tokens(**_: Any) -> None:
+    global _token_generation
     with _token_cache_lock:
         _token_cache.clear()
+        _token_generation += 1
 
 
 post_delete.connect(forget_tokens, sender=ApiToken, dispatch_uid="auth-forget-tokens-on-delete")
@@ -58,6 +63,7 @@ def user_for_token(token: str) -> Any | None:
     now_s = time.monotonic()
     with _token_cache_lock:
         cached = _token_cache.get(digest)
+        generation = _token_generation
     if cached is not None and cached[0] > now_s:
         return copy.copy(cached[1])  # each request its own instance: views may annotate it
     found = ApiToken.objects.select_related("user").filter(token_hash=digest).first()
@@ -67,9 +73,10 @@ def user_for_token(token: str) -> Any | None:
     if found.last_used is None or now - found.last_used >= LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=found.pk).update(last_used=now)
     with _token_cache_lock:
-        if len(_token_cache) >= TOKEN_CACHE_MAX:
-            _token_cache.clear()
-        _token_cache[digest] = (now_s + TOKEN_CACHE_TTL_S, copy.copy(found.user))
+        if generation == _token_generation:
+            if len(_token_cache) >= TOKEN_CACHE_MAX:
+                _token_cache.clear()
+            _token_cache[digest] = (now_s + TOKEN_CACHE_TTL_S, copy.copy(found.user))
     return found.user
 
 
