@@ -480,6 +480,10 @@ def section_order_to_browser(res: Results, sizes: Sizes, endpoint: str, server: 
         n = max(1, int(rate * sizes.o2b_seconds))
         sent: dict[str, float] = {}
         seen: dict[str, float] = {}
+        # Where the time goes, per order: the POST's answer, the fill, the frame (wall clock).
+        sent_wall: dict[str, float] = {}
+        acked: dict[str, float] = {}
+        filled_at: dict[str, tuple[float, float]] = {}
 
         async def listen(stop: asyncio.Event, ready: asyncio.Event) -> None:
             async with ws_connect(server.ws + "/ws/events/?batch=1", token, origin=server.url) as sock:
@@ -489,7 +493,7 @@ def section_order_to_browser(res: Results, sizes: Sizes, endpoint: str, server: 
                         raw = await asyncio.wait_for(sock.recv(), timeout=0.5)
                     except asyncio.TimeoutError:
                         continue
-                    now = time.perf_counter()
+                    now, wall = time.perf_counter(), time.time()
                     frame = json.loads(raw)
                     for event in frame.get("events", [frame]):
                         oid = event.get("data", {}).get("order_id")
@@ -497,6 +501,8 @@ def section_order_to_browser(res: Results, sizes: Sizes, endpoint: str, server: 
                             continue
                         if event["type"] == "trade.executed" or (event["type"] == "order.status" and event["data"].get("status") in {"FILLED", "CANCELLED", "REJECTED"}):
                             seen[oid] = now
+                            # The event's own time: the fill's (a trade) or the publish (a status).
+                            filled_at[oid] = (float(event.get("ts") or 0) / 1000, wall)
 
         def post_all() -> None:
             session_pool = ThreadPoolExecutor(max_workers=16)
@@ -506,13 +512,14 @@ def section_order_to_browser(res: Results, sizes: Sizes, endpoint: str, server: 
                 session = getattr(local, "s", None) or requests.Session()
                 local.s = session
                 oid = derive_order_id(client, key)
-                sent[oid] = time.perf_counter()
+                sent[oid], sent_wall[oid] = time.perf_counter(), time.time()
                 session.post(
                     server.url + "/api/orders",
                     data=json.dumps({"symbol": "BTC-USD", "side": "BUY" if i % 2 else "SELL", "qty": "0.0100", "price": "50000.00"}),
                     headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key, "Content-Type": "application/json"},
                     timeout=30,
                 )
+                acked[oid] = time.perf_counter()
 
             started = time.perf_counter()
             futures = []
@@ -539,6 +546,19 @@ def section_order_to_browser(res: Results, sizes: Sizes, endpoint: str, server: 
         asyncio.run(run())
         system[rate] = [seen[o] - sent[o] for o in sent if o in seen]
         pending_total += len(sent) - len(system[rate])
+        done = [o for o in sent if o in seen and o in acked and filled_at.get(o, (0, 0))[0] > 0]
+        if done:
+            parts = {
+                "the POST's answer": [1000 * (acked[o] - sent[o]) for o in done],
+                "submit to fill": [1000 * (filled_at[o][0] - sent_wall[o]) for o in done],
+                "fill to frame": [1000 * (filled_at[o][1] - filled_at[o][0]) for o in done],
+            }
+            res.note(
+                "2",
+                f"{rate} orders/s, where the time goes (p50 / p99 ms, {len(done)} orders): "
+                + "; ".join(f"{name} {pct(v, 50):.0f} / {pct(v, 99):.0f}" for name, v in parts.items())
+                + ".",
+            )
         floor[rate] = fill_path_floor(endpoint, rate, n, sizes.settle_s)
     add_o2b_results(res, sizes, system, floor, pending_total)
 
