@@ -53,3 +53,9 @@ def test_it_keeps_every_invariant_through_a_short_game_day(tmp_path: Path) -> No
     assert counts["accepted"] + counts["refused_after_retries"] == 40
     assert sorted(slot["template"] for slot in report["schedule"]) == sorted(TEMPLATES)
     assert all("error" not in run for run in report["experiments"]), report["experiments"]
+    # Each process's resident memory while the orders went in and settled: the soak's and
+    # one moto server per region.
+    memory = report["memory_mb"]
+    assert set(memory) == {"soak process", "moto us-east-1", "moto eu-west-1"}, memory
+    assert all(0 < m["start"] <= m["peak"] and m["end"] <= m["peak"] for m in memory.values()), memory
+    assert "memory (resident MB" in done.stdout

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import sys
 import threading
@@ -181,6 +182,56 @@ class Traders:
             worker.join()
 
 
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory in MB, from /proc (None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class MemoryWatch:
+    """Samples the resident memory of the soak's processes while the orders go in and
+    settle: start, peak and end per process. The collector runs full passes ten times less
+    often in these processes (trading/collector.py): this is what shows it costs no growth."""
+
+    def __init__(self, pids: dict[str, int], every_s: float = 2.0):
+        self.pids = pids
+        self.every_s = every_s
+        self.samples: dict[str, list[float]] = {name: [] for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-memory", daemon=True)
+
+    def start(self) -> MemoryWatch:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            value = rss_mb(pid)
+            if value is not None:
+                self.samples[name].append(value)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return {
+            name: {"start": round(values[0], 1), "peak": round(max(values), 1), "end": round(values[-1], 1)}
+            for name, values in self.samples.items()
+            if values
+        }
+
+
 class Command(BaseCommand):
     help = "A seeded game day: synthetic orders under every built-in experiment, then check_history."
 
@@ -258,6 +309,11 @@ class Command(BaseCommand):
             runtime.start(synthetic=False)
             stream = list(islice(intents(config, seed), orders))
             settle_collector()  # trading.collector: what is built by now lives for the run
+            pids = {"soak process": os.getpid()}
+            for region, server in zip(regions, servers):
+                if server.process is not None:
+                    pids[f"moto {region if not one_moto else '(all regions)'}"] = server.process.pid
+            memory = MemoryWatch(pids).start()
             traders = Traders(runtime.exchange, stream, rate)
             started = time.monotonic()
             experiments = self._run_schedule(runtime, schedule, traders, window_s)
@@ -270,6 +326,7 @@ class Command(BaseCommand):
             runtime.runner.stop_all("The game day is over.")
             self.say(f"orders submitted in {submitted_s:.1f} s: {dict(sorted(traders.counts.items()))}")
             settle_s = self._settle(runtime, traders, settle_timeout)
+            self.memory_mb = memory.stop()
             history = load_history(config)
             result = check(history)
         finally:
@@ -417,6 +474,12 @@ class Command(BaseCommand):
         for name, value in counts.items():
             self.say(f"  {name}: {value}")
         self.say(f"  tape digest (order, fill, qty, price): {tape_digest(list(trades.values()))}")
+        memory = getattr(self, "memory_mb", {})
+        if memory:
+            self.say(
+                "  memory (resident MB, start / peak / end of the orders and settling): "
+                + "; ".join(f"{name} {m['start']:.0f} / {m['peak']:.0f} / {m['end']:.0f}" for name, m in memory.items())
+            )
         for violation in result["violations"][:20]:
             self.say(f"  - [{violation['rule']}] {violation['detail']}")
         return {
@@ -425,6 +488,7 @@ class Command(BaseCommand):
             "rate": rate,
             "ok": ok,
             "endpoints": self.endpoints,
+            "memory_mb": getattr(self, "memory_mb", {}),
             "schedule": [s.as_dict() for s in schedule],
             "experiments": self.experiment_log,
             "counts": counts,
