@@ -6,8 +6,8 @@ import copy
 import threading
 import time
 from collections.abc import Callable
-from functools import wraps
 from datetime import timedelta
+from functools import wraps
 from typing import Any
 
 from django.conf import settings

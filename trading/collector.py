@@ -1,4 +1,4 @@
-"""The cyclic collector in the long-running servers (run_exchange, the moto server).
+"""The cyclic collector in the long-running processes (run_exchange, the moto server, the soak).
 
 A full collection walks every object the process holds with every thread stopped. What
 start-up built (Django, the SDK's models, moto's backends) lives as long as the process:

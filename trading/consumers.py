@@ -1,7 +1,7 @@
 """WebSocket consumers: authenticate, join the events group, relay.
 
 Both sockets coalesce per client: events are buffered and flushed at most once per
-FLUSH_INTERVAL_S on average (DESIGN.md: one daphne process delivers a few thousand frames/s, so
+the socket's flush interval on average (DESIGN.md: one daphne process delivers a few thousand frames/s, so
 the browser never gets one frame per event). The publisher batches too (one group
 message per 100 ms, exchange_ui.push), so the process decodes a batch per member, not
 every event per member. Every frame carries a per-connection

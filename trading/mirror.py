@@ -6,7 +6,6 @@ re-read stream batch, a late replica) does not overwrite a newer one.
 
 from __future__ import annotations
 
-from decimal import Decimal
 
 import logging
 import queue
@@ -28,6 +27,10 @@ LOOKUP_CHUNK = 500
 ORDER_FIELDS = (
     "client", "symbol", "side", "qty", "price", "filled_qty", "status", "region", "accepted_az", "seq",
     "idempotency_key", "request_hash", "simulation_seed", "cancel_requested", "created_ms", "updated_ms",
+)
+TRADE_FIELDS = (
+    "trade_id", "order_id", "symbol", "side", "qty", "price", "buy_order", "sell_order", "client",
+    "counterparty", "region", "fill_az", "seq", "fill_index", "ts_ms",
 )
 
 
@@ -102,14 +105,7 @@ def apply_records(records: list[ChangeRecord]) -> None:
             )
         if trades:
             models.Trade.objects.bulk_create(
-                [
-                    models.Trade(
-                        trade_id=t.trade_id, order_id=t.order_id, symbol=t.symbol, side=t.side, qty=Decimal(t.qty), price=Decimal(t.price),
-                        buy_order=t.buy_order, sell_order=t.sell_order, client=t.client, counterparty=t.counterparty, region=t.region,
-                        fill_az=t.fill_az, seq=t.seq, fill_index=t.fill_index, ts_ms=t.ts_ms,
-                    )
-                    for t in trades.values()
-                ],
+                [models.Trade(**{name: getattr(t, name) for name in TRADE_FIELDS}) for t in trades.values()],
                 ignore_conflicts=True,
             )
 
