@@ -779,7 +779,7 @@ def builtin_templates(config: ExchangeConfig, duration: str = "PT2M") -> tuple[B
                         "parameters": {
                             "duration": duration,
                             "service": "dynamodb",
-                            "operations": "GetItem,PutItem,UpdateItem",
+                            "operations": "GetItem,PutItem,UpdateItem,TransactWriteItems",
                             "percentage": "50",
                         },
                         "targets": {"Roles": "app-role"},

@@ -133,6 +133,64 @@ def test_it_allocates_monotonic_sequence_numbers_under_concurrent_submits(exchan
         assert [s for _, s in by_key] == sorted(s for _, s in by_key), mine
 
 
+def test_a_new_order_is_one_write_and_one_send(exchange: Exchange) -> None:
+    submit_order(exchange, "alice", order_payload(), "warm")  # the process learns the counter
+    with aws_calls() as calls:
+        order, created = submit_order(exchange, "alice", order_payload(), "key-1")
+    assert created and order.seq == 2
+    assert calls == ["TransactWriteItems", "SendMessage"]
+    stored = exchange.stores[REGION].orders.get(order.order_id)
+    assert stored is not None and stored.seq == 2
+
+
+def test_a_replay_burns_no_sequence_number(exchange: Exchange) -> None:
+    first, _ = submit_order(exchange, "alice", order_payload(), "key-1")
+    submit_order(exchange, "alice", order_payload(), "key-1")
+    second, _ = submit_order(exchange, "alice", order_payload(), "key-2")
+    assert (first.seq, second.seq) == (1, 2)
+
+
+def test_another_writer_of_the_counter_costs_a_retry_not_a_duplicate(exchange: Exchange) -> None:
+    sequences = exchange.stores[REGION].sequences
+    first, _ = submit_order(exchange, "alice", order_payload(), "key-1")
+    # Another facade (a second process, a Lambda container) takes numbers meanwhile.
+    taken = [sequences.add_one("BTC-USD") for _ in range(3)]
+    with aws_calls() as calls:
+        second, created = submit_order(exchange, "alice", order_payload(), "key-2")
+    assert taken == [2, 3, 4]
+    assert created and second.seq == 5
+    # The stale claim is refused, the refusal shows the counter, the retry takes the next.
+    assert calls == ["TransactWriteItems", "TransactWriteItems", "SendMessage"]
+    assert sequences.current("BTC-USD") == 5
+    stored = {o.seq for o in exchange.stores[REGION].orders.scan_all()}
+    assert stored == {first.seq, second.seq}
+
+
+def test_a_counter_that_keeps_moving_falls_back_to_the_atomic_add(exchange: Exchange) -> None:
+    sequences = exchange.stores[REGION].sequences
+    submit_order(exchange, "alice", order_payload(), "key-1")
+
+    def race(service: str, region: str, operation: str, request: Any) -> None:
+        if operation == "TransactWriteItems":
+            aws.unregister_before_send(race)
+            try:
+                sequences.add_one("BTC-USD")  # every claim finds the counter moved again
+            finally:
+                aws.register_before_send(race)
+
+    aws.register_before_send(race)
+    try:
+        with aws_calls() as calls:
+            order, created = submit_order(exchange, "alice", order_payload(), "key-2")
+    finally:
+        aws.unregister_before_send(race)
+    assert created
+    assert calls.count("TransactWriteItems") == 4 and calls[-3:] == ["UpdateItem", "PutItem", "SendMessage"]
+    assert order.seq == sequences.current("BTC-USD")
+    seqs = [o.seq for o in exchange.stores[REGION].orders.scan_all()]
+    assert len(seqs) == len(set(seqs)) == 2
+
+
 def test_it_finishes_a_fill_exactly_once_after_a_crash_between_the_steps(exchange: Exchange) -> None:
     order, _ = submit_order(exchange, "alice", order_payload(qty="1.0000"), "crash-1")
     message = exchange.queues[REGION].receive(wait_s=1)[0]

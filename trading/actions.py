@@ -154,35 +154,40 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
                 if existing is not None:
                     return _replay(existing, digest), False
                 raise PositionLimitExceeded(client, request.symbol, position, request.qty, limit)
-        # Put first, read only when the put finds the id taken: a new order costs one
-        # round trip less, and a replay burns a sequence number (gaps are allowed).
-        seq = ex.stores[region].sequences.next_seq(request.symbol)
+        # Write first, read only when the write finds the id taken: a new order costs one
+        # round trip (the seq and the order in one transaction), a replay burns no number.
         now_ms = ex.now_ms()
         az = ex.next_az(region)
-        order = Order(
-            order_id=order_id,
-            client=client,
-            symbol=request.symbol,
-            side=request.side,
-            qty=request.qty,
-            price=request.price,
-            status="ACCEPTED",
-            region=region,
-            accepted_az=az,
-            seq=seq,
-            idempotency_key=key,
-            request_hash=digest,
-            simulation_seed=simulation_seed(ex.config.seed, client, request.symbol, key),
-            created_ms=now_ms,
-            history=(StatusChange("ACCEPTED", now_ms, az, note),),
-            updated_ms=now_ms,
-        )
-        if not ex.stores[region].orders.put_new(order):
+
+        def build(seq: int) -> Order:
+            return Order(
+                order_id=order_id,
+                client=client,
+                symbol=request.symbol,
+                side=request.side,
+                qty=request.qty,
+                price=request.price,
+                status="ACCEPTED",
+                region=region,
+                accepted_az=az,
+                seq=seq,
+                idempotency_key=key,
+                request_hash=digest,
+                simulation_seed=simulation_seed(ex.config.seed, client, request.symbol, key),
+                created_ms=now_ms,
+                history=(StatusChange("ACCEPTED", now_ms, az, note),),
+                updated_ms=now_ms,
+            )
+
+        stores = ex.stores[region]
+        written = stores.orders.put_new_sequenced(stores.sequences, request.symbol, build)
+        if written is None:
             # The id is taken: a replay, or a twin that won the race. The stored order is the original.
-            raced = ex.stores[region].orders.get(order_id)
+            raced = stores.orders.get(order_id)
             if raced is None:  # pragma: no cover - a conditional failure implies the item exists
                 raise RegionUnavailable(region)
             return _replay(raced, digest), False
+        order = written
     except (BotoCoreError, ClientError) as error:
         log.warning("ingest failed in %s: %s", region, error)
         raise RegionUnavailable(region) from error

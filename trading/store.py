@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -258,6 +258,54 @@ class OrderStore:
             raise
         return True
 
+    def put_new_sequenced(
+        self, sequences: SequenceStore, symbol: str, build: Callable[[int], Order], outbox_pending: bool = True
+    ) -> Order | None:
+        """Take the market's next seq and write the order `build(seq)` makes, in one
+        TransactWriteItems: the counter moves only if the order is new, and the order is
+        written only with the number it carries. None if the order's id is taken (a
+        replay or a twin that won the race): nothing is written, no number is burnt.
+
+        The counter's update is conditional on the value this process last saw, so one
+        round trip does what an ADD then a put did in two (measured: 11.5 ms against
+        16.5 ms on the embedded moto). Another writer of the market (a second facade, a
+        Lambda container) makes that value stale: the cancelled transaction hands back
+        the counter as it is, and the retry carries the next number. A market that keeps
+        moving under us falls back to the ADD, which always makes progress.
+        """
+        key = (sequences.region, sequences.table, symbol)
+        with _seq_lock(*key):
+            for _ in range(SEQ_ATTEMPTS):
+                last = _last_seq.get(key)
+                if last is None:
+                    last = sequences.current(symbol)
+                order = build(last + 1)
+                item = order_to_item(order)
+                if outbox_pending:
+                    item["outboxPending"] = 1
+                put = {"Put": {"TableName": self.table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+                try:
+                    self._ddb.transact_write_items(TransactItems=[put, sequences.claim(symbol, last)])
+                except ClientError as error:
+                    reasons = cancellation_reasons(error)
+                    if len(reasons) != 2:
+                        raise
+                    # The counter's reason carries its item as it is (ALL_OLD), whatever
+                    # the order's fate: the next try, or the next order, starts from it.
+                    if reasons[1].get("Code") == "ConditionalCheckFailed":
+                        _last_seq[key] = sequence_of(reasons[1].get("Item"))
+                    elif reasons[1].get("Code") not in (None, "None"):
+                        _last_seq.pop(key, None)  # a conflicting transaction: read it again
+                    if reasons[0].get("Code") == "ConditionalCheckFailed":
+                        return None
+                    if any(r.get("Code") not in (None, "None", "ConditionalCheckFailed", "TransactionConflict") for r in reasons):
+                        raise
+                    continue
+                _last_seq[key] = last + 1
+                return order
+            order = build(sequences.add_one(symbol))
+        return order if self.put_new(order, outbox_pending) else None
+
     def clear_outbox(self, order_id: str) -> None:
         self._ddb.update_item(
             TableName=self.table,
@@ -442,17 +490,36 @@ class SequenceStore:
     table: str
 
     def next_seq(self, symbol: str) -> int:
-        """An atomic counter per market: gaps are allowed, order is never broken."""
-        if "amazonaws.com" in aws.client("dynamodb", self.region).meta.endpoint_url:
-            return self._add_one(symbol)
-        # moto applies concurrent UpdateItem ADDs without a lock and hands two callers the
-        # same number (measured: 11 duplicates in 400 over 4 threads); DynamoDB never does.
-        # Against an emulator, one process allocates one number of a counter at a time
-        # (other counters go on meanwhile: another region's, another market's).
-        with _emulator_seq_lock(self.region, self.table, symbol):
-            return self._add_one(symbol)
+        """An atomic counter per market: gaps are allowed, order is never broken.
 
-    def _add_one(self, symbol: str) -> int:
+        The ingest path takes its numbers in the order's own write
+        (OrderStore.put_new_sequenced); this is the counter alone."""
+        with _seq_lock(self.region, self.table, symbol):
+            return self.add_one(symbol)
+
+    def current(self, symbol: str) -> int:
+        """The market's last allocated seq (0 before the first)."""
+        response = aws.client("dynamodb", self.region).get_item(
+            TableName=self.table, Key=to_attrs({"pk": f"SEQ#{symbol}"}), ConsistentRead=True
+        )
+        return sequence_of(from_attrs(response["Item"]) if "Item" in response else None)
+
+    def claim(self, symbol: str, last: int) -> dict[str, Any]:
+        """The TransactWriteItems Update that moves the counter from `last` to `last + 1`."""
+        values = {":next": last + 1} if last == 0 else {":next": last + 1, ":last": last}
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": to_attrs({"pk": f"SEQ#{symbol}"}),
+                "UpdateExpression": "SET seq = :next",
+                "ConditionExpression": "attribute_not_exists(seq)" if last == 0 else "seq = :last",
+                "ExpressionAttributeValues": to_attrs(values),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+
+    def add_one(self, symbol: str) -> int:
+        """ADD 1 to the counter (the caller holds the market's lock: see _seq_lock)."""
         response = aws.client("dynamodb", self.region).update_item(
             TableName=self.table,
             Key=to_attrs({"pk": f"SEQ#{symbol}"}),
@@ -492,13 +559,36 @@ def position_pk(client: str, symbol: str) -> str:
     return f"POS#{symbol}#{client}"
 
 
-_emulator_seq_locks: dict[tuple[str, str, str], threading.Lock] = {}
-_emulator_seq_locks_guard = threading.Lock()
+# One process allocates one number of a market's counter at a time (other counters go
+# on meanwhile: another region's, another market's). Its threads would otherwise only
+# race each other's conditional claims; and moto applies concurrent UpdateItem ADDs
+# without a lock, handing two callers the same number (measured: 11 duplicates in 400
+# over 4 threads), which DynamoDB never does.
+_seq_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_seq_locks_guard = threading.Lock()
+# The counter value this process last wrote or was shown, per (region, table, market).
+_last_seq: dict[tuple[str, str, str], int] = {}
+SEQ_ATTEMPTS = 4
 
 
-def _emulator_seq_lock(region: str, table: str, symbol: str) -> threading.Lock:
-    with _emulator_seq_locks_guard:
-        return _emulator_seq_locks.setdefault((region, table, symbol), threading.Lock())
+def _seq_lock(region: str, table: str, symbol: str) -> threading.Lock:
+    with _seq_locks_guard:
+        return _seq_locks.setdefault((region, table, symbol), threading.Lock())
+
+
+def sequence_of(item: dict[str, Any] | None) -> int:
+    """A SEQ# item's counter, as a plain item or in AttributeValue form (0 if absent)."""
+    if not item or "seq" not in item:
+        return 0
+    value = item["seq"]
+    return int(value["N"] if isinstance(value, dict) else value)
+
+
+def cancellation_reasons(error: ClientError) -> list[dict[str, Any]]:
+    """A cancelled transaction's reasons, one per item (empty for any other error)."""
+    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return []
+    return list(error.response.get("CancellationReasons") or [])
 
 
 @dataclass(frozen=True)
