@@ -72,7 +72,7 @@ CHROMIUM_ARGS = [
 @dataclass(frozen=True)
 class Sizes:
     floor_ops: int = 150
-    ingest_ops: int = 80  # per concurrency level, split over the threads
+    ingest_ops: int = 150  # per concurrency level, split over the threads
     o2b_rates: tuple[int, ...] = (20, 50, 100)
     o2b_seconds: float = 1.5
     fanout_clients: int = 200
@@ -184,10 +184,19 @@ def free_port() -> int:
 class Server:
     """`manage.py run_exchange` (or daphne on another app) in a child process with its own var dir."""
 
-    def __init__(self, endpoint: str, redis_url: str | None = None, synthetic_rate: str = "0", app: str | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        redis_url: str | None = None,
+        synthetic_rate: str = "0",
+        app: str | None = None,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.var = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
         self.app = app
+        self.args = args
         self.env = {
             **os.environ,
             "EXCHANGE_VAR_DIR": str(self.var),
@@ -195,6 +204,7 @@ class Server:
             "AWS_ENDPOINT_URL": endpoint,
             "DJANGO_SETTINGS_MODULE": "bench.settings",
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         if redis_url:
             self.env["REDIS_URL"] = redis_url
@@ -242,7 +252,7 @@ class Server:
             command = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "-v", "0", self.app]
         else:
             self.manage("migrate", "--noinput", "-v", "0")
-            command = [PY, "manage.py", "run_exchange", "--port", str(self.port)]
+            command = [PY, "manage.py", "run_exchange", "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
@@ -380,7 +390,14 @@ def section_moto(res: Results, sizes: Sizes, endpoint: str) -> None:
     res.add("moto_sqs_fifo_msgs_per_s", batch / wall, "msgs/s", samples=batch, section="0", goal="informational (DESIGN: ~50/s)")
 
 
-def section_ingest(res: Results, sizes: Sizes, endpoint: str, server: Server, token: str) -> None:
+ALONE_PREFIX = "bench-alone"  # the API facade's own tables and queues: no worker of the full server reads them
+
+
+def section_ingest(res: Results, sizes: Sizes, endpoint: str, server: Server, token: str, alone: Server | None, alone_token: str) -> None:
+    """The floor, the API facade alone (`run_exchange --api-only`, the api_<region> stage:
+    it does what the floor does, and no more) and the full server (the same facade with
+    SimFill, the stream readers, the mirror and the replicator working on every order in
+    the same process and the same moto, on the same 2 cores), interleaved per level."""
     import requests
 
     ddb, sqs, table, url = floor_resources(endpoint)
@@ -406,54 +423,100 @@ def section_ingest(res: Results, sizes: Sizes, endpoint: str, server: Server, to
                 floor_errors["n"] += 1
         sqs.send_message(QueueUrl=queue["url"], MessageBody=json.dumps({"order_id": key}), MessageGroupId="BTC-USD", MessageDeduplicationId=key)
 
-    local = threading.local()
+    def system_op(target: Server, bearer: str) -> Callable[[int], None]:
+        local = threading.local()
 
-    def system_op(i: int) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        response = session.post(
-            server.url + "/api/orders",
-            data=json.dumps({"symbol": "BTC-USD", "side": "BUY" if i % 2 else "SELL", "qty": "0.0100", "price": "50000.00"}),
-            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
-            timeout=30,
-        )
-        if response.status_code != 201:
-            raise RuntimeError(f"POST /api/orders -> {response.status_code} {response.text[:200]}")
+        def op(i: int) -> None:
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = requests.Session()
+            response = session.post(
+                target.url + "/api/orders",
+                data=json.dumps({"symbol": "BTC-USD", "side": "BUY" if i % 2 else "SELL", "qty": "0.0100", "price": "50000.00"}),
+                headers={"Authorization": f"Bearer {bearer}", "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+                timeout=30,
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"POST /api/orders -> {response.status_code} {response.text[:200]}")
 
-    groups, floor_p99s, system_p99s, floor_tp, system_tp = [], [], [], [], []
-    worst_tp, worst_p99 = math.inf, 0.0
-    total_samples = 0
+        return op
+
+    systems = [("alone", alone, alone_token)] if alone is not None else []
+    systems.append(("loaded", server, token))
+    ops = {kind: system_op(target, bearer) for kind, target, bearer in systems}
+    for kind, op in ops.items():
+        timed_threads(1, max(2, sizes.ingest_ops // 10), op)  # each facade's first orders learn its counters and connections
+    groups: list[str] = []
+    series: dict[str, dict[str, list[float]]] = {"tp": {}, "p99": {}}
+    worst: dict[str, dict[str, float]] = {kind: {"tp": math.inf, "p99": 0.0} for kind, _, _ in systems}
+    samples = {kind: 0 for kind, _, _ in systems}
+    label = {"floor": "floor: TransactWriteItems + SQS", "alone": "API facade alone (--api-only)", "loaded": "full server (fills, streams, replication)"}
+    accepted_alone = 0
     for threads in (1, 4):
         n = max(threads, sizes.ingest_ops)
         # A fresh queue per level: moto's FIFO send recounts the queue, so depth is part of the cost.
         queue["url"] = sqs.create_queue(QueueName=f"{table}-t{threads}.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
         f_lat, f_wall = timed_threads(threads, n, floor_op)
-        s_lat, s_wall = timed_threads(threads, n, system_op)
-        f_tp, s_tp = n / f_wall, n / s_wall
-        f99, s99 = pct(f_lat, 99) or 0, pct(s_lat, 99) or 0
-        tp_ratio, p99_ratio = s_tp / f_tp, s99 / f99 if f99 else None
-        worst_tp, worst_p99 = min(worst_tp, tp_ratio), max(worst_p99, p99_ratio or 0)
-        total_samples += 2 * n
+        f_tp, f99 = n / f_wall, pct(f_lat, 99) or 0
         res.add(f"ingest_floor_t{threads}_per_s", f_tp, "orders/s", samples=n, section="1", goal="floor")
-        res.add(f"ingest_system_t{threads}_per_s", s_tp, "orders/s", floor=f_tp, samples=n, section="1", goal=">= 0.5x floor", met=tp_ratio >= 0.5)
         res.add(f"ingest_floor_t{threads}_p99_ms", f99 * 1000, "ms", samples=n, section="1", goal="floor")
-        res.add(f"ingest_system_t{threads}_p99_ms", s99 * 1000, "ms", floor=f99 * 1000, samples=n, section="1", goal="<= 3x floor", met=bool(p99_ratio and p99_ratio <= 3))
-        res.tables.setdefault("1", []).append(
-            f"| {threads} | {f_tp:.1f} | {s_tp:.1f} | {tp_ratio:.2f} | {1000 * (pct(f_lat, 50) or 0):.1f} / {1000 * f99:.1f} | "
-            f"{1000 * (pct(s_lat, 50) or 0):.1f} / {1000 * s99:.1f} | {p99_ratio:.2f} | {n} |"
-        )
         groups.append(f"{threads} thread{'s' if threads > 1 else ''}")
-        floor_p99s.append(f99 * 1000)
-        system_p99s.append(s99 * 1000)
-        floor_tp.append(f_tp)
-        system_tp.append(s_tp)
+        series["tp"].setdefault("floor", []).append(f_tp)
+        series["p99"].setdefault("floor", []).append(f99 * 1000)
+        for kind, _, _ in systems:
+            s_lat, s_wall = timed_threads(threads, n, ops[kind])
+            if kind == "alone":
+                accepted_alone += n
+            s_tp, s99 = n / s_wall, pct(s_lat, 99) or 0
+            tp_ratio, p99_ratio = s_tp / f_tp, s99 / f99 if f99 else math.inf
+            worst[kind]["tp"] = min(worst[kind]["tp"], tp_ratio)
+            worst[kind]["p99"] = max(worst[kind]["p99"], p99_ratio)
+            samples[kind] += n
+            name = "system" if kind == "alone" else "loaded"
+            res.add(f"ingest_{name}_t{threads}_per_s", s_tp, "orders/s", floor=f_tp, samples=n, section="1", goal=">= 0.5x floor", met=tp_ratio >= 0.5)
+            res.add(f"ingest_{name}_t{threads}_p99_ms", s99 * 1000, "ms", floor=f99 * 1000, samples=n, section="1", goal="<= 3x floor", met=p99_ratio <= 3)
+            res.tables.setdefault("1", []).append(
+                f"| {threads} | {label[kind]} | {f_tp:.1f} | {s_tp:.1f} | {tp_ratio:.2f} | {1000 * (pct(f_lat, 50) or 0):.1f} / {1000 * f99:.1f} | "
+                f"{1000 * (pct(s_lat, 50) or 0):.1f} / {1000 * s99:.1f} | {p99_ratio:.2f} | {n} |"
+            )
+            series["tp"].setdefault(kind, []).append(s_tp)
+            series["p99"].setdefault(kind, []).append(s99 * 1000)
     if floor_errors["n"]:
         res.note("1", f"moto answered {floor_errors['n']} floor transaction(s) with HTTP 500 under concurrency (DESIGN.md); the floor retried them, and its latency includes the retries.")
-    res.add("ingest_throughput_ratio", worst_tp, "x floor", ratio=worst_tp, goal=">= 0.5", met=worst_tp >= 0.5, samples=total_samples, section="1")
-    res.add("ingest_p99_ratio", worst_p99, "x floor", ratio=worst_p99, goal="<= 3", met=worst_p99 <= 3, samples=total_samples, section="1")
-    chart(res, "1", "ingest_throughput.svg", "Ingest throughput (higher is better)", groups, {"floor: TransactWriteItems + SQS": floor_tp, "system: POST /api/orders": system_tp}, "orders/s")
-    chart(res, "1", "ingest_p99.svg", "Ingest p99 latency (lower is better)", groups, {"floor": floor_p99s, "system": system_p99s}, "ms")
+    if alone is not None:
+        queued, stored = alone_durability(endpoint)
+        warm = max(2, sizes.ingest_ops // 10)
+        res.add("ingest_alone_orders_lost", accepted_alone + warm - min(queued, stored), "orders", samples=accepted_alone + warm, section="1", goal="0: every accepted order stored and queued", met=queued == stored == accepted_alone + warm)
+    headline = "alone" if alone is not None else "loaded"
+    res.add("ingest_throughput_ratio", worst[headline]["tp"], "x floor", ratio=worst[headline]["tp"], goal=">= 0.5", met=worst[headline]["tp"] >= 0.5, samples=samples[headline], section="1")
+    res.add("ingest_p99_ratio", worst[headline]["p99"], "x floor", ratio=worst[headline]["p99"], goal="<= 3", met=worst[headline]["p99"] <= 3, samples=samples[headline], section="1")
+    if alone is not None:
+        res.add("ingest_loaded_throughput_ratio", worst["loaded"]["tp"], "x floor", ratio=worst["loaded"]["tp"], goal=">= 0.5", met=worst["loaded"]["tp"] >= 0.5, samples=samples["loaded"], section="1")
+        res.add("ingest_loaded_p99_ratio", worst["loaded"]["p99"], "x floor", ratio=worst["loaded"]["p99"], goal="<= 3", met=worst["loaded"]["p99"] <= 3, samples=samples["loaded"], section="1")
+    chart(res, "1", "ingest_throughput.svg", "Ingest throughput (higher is better)", groups, {label[k]: v for k, v in series["tp"].items()}, "orders/s")
+    chart(res, "1", "ingest_p99.svg", "Ingest p99 latency (lower is better)", groups, {label[k]: v for k, v in series["p99"].items()}, "ms")
+
+
+def alone_durability(endpoint: str) -> tuple[int, int]:
+    """(messages queued, orders stored) in the API facade's own tables, over the regions:
+    nobody consumes them, so every accepted order must be in both."""
+    from django.conf import settings
+
+    from trading.queue import queue_name
+    from trading.store import table_names
+
+    queued = stored = 0
+    for region in settings.EXCHANGE.regions:
+        ddb, sqs = raw_clients(endpoint, region)
+        url = sqs.get_queue_url(QueueName=queue_name(ALONE_PREFIX, region))["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        queued += int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        pages = ddb.get_paginator("scan").paginate(
+            TableName=table_names(ALONE_PREFIX)["orders"], Select="COUNT",
+            FilterExpression="begins_with(pk, :o)", ExpressionAttributeValues={":o": {"S": "ORDER#"}},
+        )
+        stored += sum(page["Count"] for page in pages)
+    return queued, stored
 
 
 # --- section 2: order to browser ----------------------------------------------------------
@@ -1190,7 +1253,7 @@ SECTIONS = {
     "7": "Cold import",
 }
 TABLE_HEADS = {
-    "1": "| threads | floor orders/s | system orders/s | ratio | floor p50 / p99 ms | system p50 / p99 ms | p99 ratio | samples each |\n|---|---|---|---|---|---|---|---|",
+    "1": "| threads | system | floor orders/s | system orders/s | ratio | floor p50 / p99 ms | system p50 / p99 ms | p99 ratio | samples each |\n|---|---|---|---|---|---|---|---|---|",
     "2": "| rate | floor p50 / p99 ms (n) | system p50 / p99 ms (n) | p99 ratio |\n|---|---|---|---|",
     "3": "| run | connected | frames/s | events/s delivered | p50 / p99 ms | lost | resync frames |\n|---|---|---|---|---|---|---|",
     "5": "| divergent trades | floor ms | pure core ms | worker ms | worker CPU ms | repeats |\n|---|---|---|---|---|---|",
@@ -1336,6 +1399,8 @@ def main(argv: list[str] | None = None) -> int:
         # after the sections that need no server: booting beside them took a core from
         # their timings (the reconciler's 20k/10k ratio moved 1.96 -> 2.53 between runs).
         server = Server(moto.url, redis_url=args.redis_url if redis_ok else None, synthetic_rate="0")
+    # The API facade alone, on its own tables: what the ingest floor does, and no more.
+    alone = Server(moto.url, synthetic_rate="0", args=("--api-only",), env={"EXCHANGE_TABLE_PREFIX": ALONE_PREFIX}) if "1" in only else None
     try:
         attempt("7", lambda: section_imports(res, sizes))
         attempt("5", lambda: section_reconcile(res, sizes))
@@ -1344,7 +1409,10 @@ def main(argv: list[str] | None = None) -> int:
             with running(server):
                 tokens = server.personas()
                 trader, staff = tokens["trader"], tokens["staff"]
-                attempt("1", lambda: section_ingest(res, sizes, moto.url, server, trader))
+                if alone is not None:
+                    with running(alone):
+                        alone_token = alone.personas()["trader"]
+                        attempt("1", lambda: section_ingest(res, sizes, moto.url, server, trader, alone, alone_token))
                 attempt("2", lambda: section_order_to_browser(res, sizes, moto.url, server, trader, "bench-trader"))
                 attempt("4", lambda: section_fault_to_banner(res, sizes, server, staff, trader))
                 if redis_ok:

@@ -172,7 +172,11 @@ class Runtime:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    def start(self, synthetic: bool = True) -> None:
+    def start(self, synthetic: bool = True, consumers: bool = True) -> None:
+        """Start the process's threads. `consumers=False` is the API facade alone, as the
+        api_<region> Lambda stage runs it: ingest, the outbox sweep, the sampler and the
+        fault plane, but no SimFill task, stream reader, mirror feed, replicator or
+        reconciler (in AWS those are other functions; here another process's)."""
         from faults.runner import set_runner
 
         self.started = True
@@ -180,6 +184,16 @@ class Runtime:
             self.plane.install()
             self.runner.start()
             set_runner(self.runner)
+        if consumers:
+            self._start_consumers()
+        self._spawn("outbox-sweep", self._sweep_loop)
+        self._spawn("sampler", self._sample_loop)
+        if consumers and synthetic and self.synthetic is not None:
+            self.synthetic.start()
+            if self.replicator is not None and self.config.synthetic_rate > 0:
+                self._spawn("game-day-clients", self._game_day_loop)
+
+    def _start_consumers(self) -> None:
         for worker in self.workers.values():
             worker.start()
         for tailer in self.tailers:
@@ -189,12 +203,6 @@ class Runtime:
         if self.replicator is not None:
             self.replicator.start()
             self.reconciler.start()
-        self._spawn("outbox-sweep", self._sweep_loop)
-        self._spawn("sampler", self._sample_loop)
-        if synthetic and self.synthetic is not None:
-            self.synthetic.start()
-            if self.replicator is not None and self.config.synthetic_rate > 0:
-                self._spawn("game-day-clients", self._game_day_loop)
 
     def _spawn(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -45,3 +45,8 @@ def test_it_runs_every_section_at_smoke_size_and_writes_the_results(tmp_path: Pa
     assert list(tmp_path.glob("*.svg")), "no charts written"
     measured = {row["name"] for row in results if row["value"] is not None}
     assert {"ingest_throughput_ratio", "reconcile_10k_s", "simfill_import_s", "django_setup_s"} <= measured
+    by_name = {row["name"]: row for row in results}
+    # The API facade alone (`run_exchange --api-only`) wrote and queued every order it
+    # accepted, and nothing in that process consumed them.
+    assert by_name["ingest_alone_orders_lost"]["value"] == 0 and by_name["ingest_alone_orders_lost"]["met"] is True
+    assert "API facade alone (--api-only)" in report and "full server (fills, streams, replication)" in report

@@ -69,6 +69,12 @@ class Command(BaseCommand):
             "--remote-workers", default="", metavar="DIR",
             help="the SimFill workers are processes run by `run_multi`; DIR holds its control files (simfill/remote.py)",
         )
+        parser.add_argument(
+            "--api-only", action="store_true",
+            help="serve the API facade alone, as the api_<region> Lambda stage does: orders are written and "
+            "queued, but no SimFill task, stream reader, mirror or replicator runs in this process "
+            "(another process on the same AWS endpoint fills them)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Importing daphne.server installs the asyncio reactor: do it before anything else touches twisted.
@@ -113,11 +119,13 @@ class Command(BaseCommand):
 
             def on_ready() -> None:
                 events.add_sink(ChannelLayerSink(asyncio.get_event_loop()))
-                runtime.start(synthetic=True)
+                runtime.start(synthetic=True, consumers=not options["api_only"])
                 settle_collector()  # trading.collector: full collections off the event loop
                 url = f"http://{options['host']}:{options['port']}/"
                 self.stdout.write("")
                 self.stdout.write(self.style.SUCCESS(f"Exchange failure dashboard: {url}"))
+                if options["api_only"]:
+                    self.stdout.write("  API facade only: orders are written and queued; no worker fills them here")
                 for name, password, staff in logins:
                     role = "operator (staff)" if staff else "trader"
                     self.stdout.write(f"  log in as {name} / {password}   ({role})")
