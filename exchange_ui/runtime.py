@@ -20,7 +20,7 @@ from django.conf import settings
 from simfill.placement import stand_in_hosts, stand_in_name
 from simfill.worker import AzWorker
 from trading import aws, events
-from trading.actions import Exchange, sweep_outbox
+from trading.actions import AcceptedRelay, Exchange, sweep_outbox
 from trading.config import ExchangeConfig, env_int
 from trading.metrics import METRICS
 from trading.store import table_names
@@ -184,6 +184,8 @@ class Runtime:
             self.plane.install()
             self.runner.start()
             set_runner(self.runner)
+        # A request answers after its one write; the relay sends OrderAccepted (batched).
+        self.exchange.relay = AcceptedRelay(self.exchange).start()
         if consumers:
             self._start_consumers()
         self._spawn("outbox-sweep", self._sweep_loop)
@@ -211,6 +213,9 @@ class Runtime:
 
     def stop(self) -> None:
         self.stop_event.set()
+        relay, self.exchange.relay = self.exchange.relay, None
+        if relay is not None:
+            relay.stop()  # what it holds is sent (or left to the sweep) before the rest stops
         if self.runner is not None and self.started:
             self.runner.close()
             self.plane.uninstall()

@@ -61,6 +61,26 @@ def test_it_still_refuses_a_fifo_send_without_a_deduplication_id(sqs: Any) -> No
     assert counts(sqs, content_based) == (1, 0, 0)
 
 
+def test_a_batch_send_keeps_fifo_order_deduplicates_and_still_validates(sqs: Any) -> None:
+    url = fifo_queue(sqs)
+    for n in range(300):  # a backlog, ahead of the batch in another group
+        sqs.send_message(QueueUrl=url, MessageBody=f"old{n}", MessageGroupId="Z", MessageDeduplicationId=f"old{n}")
+    entries = [{"Id": str(n), "MessageBody": f"b{n}", "MessageGroupId": "A", "MessageDeduplicationId": f"b{n}"} for n in range(10)]
+    answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    assert len(answer["Successful"]) == 10 and not answer.get("Failed")
+    again = sqs.send_message_batch(QueueUrl=url, Entries=entries[:3])  # re-sent: deduplicated
+    assert len(again["Successful"]) == 3
+    assert counts(sqs, url) == (310, 0, 0)
+    got: list[str] = []
+    for _ in range(200):
+        if len(got) >= 10:
+            break
+        got += [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)["Messages"] if m["Body"].startswith("b")]
+    assert got == [f"b{n}" for n in range(10)]
+    with pytest.raises(ClientError):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "x", "MessageBody": "x", "MessageGroupId": "A"}])
+
+
 def test_a_long_poll_returns_when_a_message_arrives_and_a_held_group_waits(sqs: Any) -> None:
     url = fifo_queue(sqs)
     sqs.send_message(QueueUrl=url, MessageBody="held", MessageGroupId="A", MessageDeduplicationId="h")

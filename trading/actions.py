@@ -11,6 +11,7 @@ import logging
 import uuid
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,9 @@ class Exchange:
     az_up: Callable[[str], bool] = lambda az: True
     # Does the facade honour Idempotency-Key? The setting; the fault plane may turn it off.
     idempotent: Callable[[], bool] = lambda: True
+    # Sends OrderAccepted off the request thread (a long-running server starts one);
+    # None: the request sends it itself, as a Lambda must before it returns.
+    relay: AcceptedRelay | None = None
 
 
     def __post_init__(self) -> None:
@@ -111,22 +115,133 @@ def _send_accepted(ex: Exchange, order: Order, clear_outbox: bool = False) -> bo
     """Send OrderAccepted. The order's `outboxPending` flag stays on the item until SimFill
     finishes the order (its final write removes it): clearing it here would cost every
     order a second write, and every region a replicated version, on the request path.
-    Only a re-send by the sweep clears it (`clear_outbox`), so the sweep does not repeat it."""
+    Only a re-send by the sweep clears it (`clear_outbox`), so the sweep does not repeat it.
+
+    With a relay running, a new order's send is handed to it (True: handed over)."""
+    if ex.relay is not None and not clear_outbox and ex.relay.put(order):
+        return True
     message = _accepted_message(order)
     try:
         ex.queues[order.region].send(message, group_id=order.symbol, dedup_id=message["event_id"])
         if clear_outbox:
             ex.stores[order.region].orders.clear_outbox(order.order_id)
     except (BotoCoreError, ClientError):
-        with ex._lock:
-            ex.unconfirmed_sends += 1
-            ex.last_unconfirmed_s = ex.clock()
-            ex.unsent[order.order_id] = (order.region, ex.last_unconfirmed_s)
+        _send_failed(ex, order)
         log.warning("OrderAccepted send failed for %s; the outbox sweep will re-send it", order.order_id, exc_info=True)
         return False
+    _sent(ex, order)
+    return True
+
+
+def _send_failed(ex: Exchange, order: Order) -> None:
+    with ex._lock:
+        ex.unconfirmed_sends += 1
+        ex.last_unconfirmed_s = ex.clock()
+        ex.unsent[order.order_id] = (order.region, ex.last_unconfirmed_s)
+
+
+def _sent(ex: Exchange, order: Order) -> None:
     with ex._lock:
         ex.unsent.pop(order.order_id, None)
-    return True
+
+
+class AcceptedRelay:
+    """The outbox's relay: sends OrderAccepted for orders already written (each carries
+    `outboxPending`, so it is durable before its message is), off the request thread.
+
+    One thread per region sends what waits, in the order it was written, up to ten
+    messages in one SendMessageBatch: under load one call carries several orders, and a
+    request answers after its one write. A send that fails goes to the outbox sweep, as a
+    failed inline send does; the FIFO deduplication id makes any re-send harmless.
+    """
+
+    MAX_BATCH = 10  # SendMessageBatch's limit
+
+    def __init__(self, ex: Exchange):
+        self.ex = ex
+        self._waiting: dict[str, deque[Order]] = {region: deque() for region in ex.config.regions}
+        self._busy: set[str] = set()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.batches = 0
+        self.messages = 0
+        self.threads = [
+            threading.Thread(target=self._run, args=(region,), name=f"accepted-relay-{region}", daemon=True)
+            for region in ex.config.regions
+        ]
+
+    def start(self) -> AcceptedRelay:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def put(self, order: Order) -> bool:
+        """Queue the order's send; False once the relay is stopping (send it inline)."""
+        with self._cond:
+            if self._stopping or order.region not in self._waiting:
+                return False
+            self._waiting[order.region].append(order)
+            self._cond.notify_all()
+        return True
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._waiting.values()) + len(self._busy)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything handed over has been sent (or handed to the sweep)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while any(self._waiting.values()) or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.flush(timeout_s)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self.threads:
+            thread.join(timeout_s)
+
+    def _run(self, region: str) -> None:
+        waiting = self._waiting[region]
+        while True:
+            with self._cond:
+                while not waiting and not self._stopping:
+                    self._cond.wait()
+                if not waiting:
+                    return
+                batch = [waiting.popleft() for _ in range(min(self.MAX_BATCH, len(waiting)))]
+                self._busy.add(region)
+            try:
+                self._send(region, batch)
+            except Exception:  # never lose the thread: the orders go to the sweep
+                log.exception("the OrderAccepted relay failed in %s; the outbox sweep will re-send", region)
+                for order in batch:
+                    _send_failed(self.ex, order)
+            finally:
+                with self._cond:
+                    self._busy.discard(region)
+                    self._cond.notify_all()
+
+    def _send(self, region: str, batch: list[Order]) -> None:
+        messages = [_accepted_message(order) for order in batch]
+        try:
+            failed = self.ex.queues[region].send_batch([(m, m["symbol"], m["event_id"]) for m in messages])
+        except (BotoCoreError, ClientError):
+            log.warning("OrderAccepted batch of %d failed in %s; the outbox sweep will re-send it", len(batch), region, exc_info=True)
+            failed = set(range(len(batch)))
+        self.batches += 1
+        self.messages += len(batch) - len(failed)
+        for index, order in enumerate(batch):
+            if index in failed:
+                _send_failed(self.ex, order)
+            else:
+                _sent(self.ex, order)
 
 
 def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) -> tuple[Order, bool]:

@@ -59,6 +59,23 @@ class OrderQueue:
         )
         return str(response["MessageId"])
 
+    def send_batch(self, messages: list[tuple[dict[str, Any], str, str]]) -> set[int]:
+        """Send (body, group id, deduplication id) messages, at most ten, in order, in one
+        SendMessageBatch. Returns the indexes SQS refused (the caller re-sends those)."""
+        response = self._sqs.send_message_batch(
+            QueueUrl=self.url,
+            Entries=[
+                {
+                    "Id": str(index),
+                    "MessageBody": json.dumps(body, separators=(",", ":")),
+                    "MessageGroupId": group_id,
+                    "MessageDeduplicationId": dedup_id,
+                }
+                for index, (body, group_id, dedup_id) in enumerate(messages)
+            ],
+        )
+        return {int(entry["Id"]) for entry in response.get("Failed", [])}
+
     def receive(self, max_messages: int = 10, wait_s: int = 20, visibility_timeout: int | None = None) -> list[Message]:
         kwargs: dict[str, Any] = {
             "QueueUrl": self.url,
