@@ -132,7 +132,12 @@ def test_it_fills_an_order_entered_in_the_form_without_a_reload(exchange_server:
     )
     expect(page.locator(f"#{row_id}")).not_to_contain_text("stale")
     expect(page.locator(f"#{row_id} .badge-filled, #{row_id} .badge-partial, #{row_id} .badge-cancelled")).to_be_visible()
-    expect(page.locator("#tape-body tr").first).to_be_visible()
+    if page.locator(f"#{row_id} td").nth(4).inner_text().strip() in {"0", "0.0000"}:
+        # SimFill cancels 8 % of orders without a trade (no simulated liquidity; the form's
+        # key is random, so the roll is too): nothing of it can reach the tape.
+        expect(page.locator(f"#{row_id} .badge-cancelled")).to_be_visible()
+    else:
+        expect(page.locator("#tape-body tr").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "trading-dashboard.png"))
     page.close()
 
