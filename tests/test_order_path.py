@@ -133,6 +133,28 @@ def test_it_allocates_monotonic_sequence_numbers_under_concurrent_submits(exchan
         assert [s for _, s in by_key] == sorted(s for _, s in by_key), mine
 
 
+def test_the_accept_time_is_read_while_the_seq_is_claimed(exchange: Exchange) -> None:
+    """A request that waits for the market's lock (behind a slow or throttled claim) must
+    take its accept time once it has the lock, not before: otherwise a later seq can carry
+    an earlier time than the seq before it (check_history's seq_monotonic; seen in a soak)."""
+    from trading.store import _seq_lock
+
+    stores = exchange.stores[REGION]
+    lock = _seq_lock(REGION, stores.sequences.table, "BTC-USD")
+    readings: list[tuple[int, bool]] = []
+    ticks = iter(range(1, 10_000))
+
+    def clock() -> float:
+        now = 1_800_000_000 + next(ticks)  # a second apart: each reading is told apart by its ms
+        readings.append((now * 1000, lock.locked()))
+        return float(now)
+
+    exchange.clock = clock
+    order, created = submit_order(exchange, "alice", order_payload(), "key-1")
+    assert created
+    assert (order.created_ms, True) in readings and (order.created_ms, False) not in readings
+
+
 def test_a_new_order_is_one_write_and_one_send(exchange: Exchange) -> None:
     submit_order(exchange, "alice", order_payload(), "warm")  # the process learns the counter
     with aws_calls() as calls:

@@ -271,10 +271,14 @@ def submit_order(ex: Exchange, client: str, payload: Any, idempotency_key: Any) 
                 raise PositionLimitExceeded(client, request.symbol, position, request.qty, limit)
         # Write first, read only when the write finds the id taken: a new order costs one
         # round trip (the seq and the order in one transaction), a replay burns no number.
-        now_ms = ex.now_ms()
         az = ex.next_az(region)
 
         def build(seq: int) -> Order:
+            # Called under the market's lock, when the number is claimed: the accept time
+            # is read there too, so seq order is accept-time order (check_history's
+            # seq_monotonic; read before the lock, a request that waited behind another's
+            # throttled claim carried an earlier time than the seq before it).
+            now_ms = ex.now_ms()
             return Order(
                 order_id=order_id,
                 client=client,
