@@ -45,6 +45,9 @@ def record_from_raw(raw: dict[str, Any], region: str, table: str) -> ChangeRecor
     )
 
 
+RECORDS_PAGE = 1000  # GetRecords' limit
+
+
 @dataclass
 class StreamTailer:
     region: str
@@ -82,12 +85,16 @@ class StreamTailer:
         return self._iterators
 
     def poll_once(self) -> int:
-        """Read what is new on every shard and hand it to the handler. Returns the count."""
+        """Read what is new on every shard and hand it to the handler. Returns the count.
+
+        A shard is read again at once only after a full page: a shorter one is as far as
+        the shard had got, and the next round goes on from there (confirming it with an
+        empty read was half of a busy round's GetRecords)."""
         streams = aws.client("dynamodbstreams", self.region)
         count = 0
         for shard_id, iterator in list(self._shard_iterators().items()):
             while iterator:
-                response = streams.get_records(ShardIterator=iterator, Limit=1000)
+                response = streams.get_records(ShardIterator=iterator, Limit=RECORDS_PAGE)
                 raw = response.get("Records", [])
                 if raw:
                     # Advance only once the handler took the batch: a failure re-reads it.
@@ -95,7 +102,7 @@ class StreamTailer:
                     count += len(raw)
                 iterator = response.get("NextShardIterator")
                 self._iterators[shard_id] = iterator
-                if not raw:
+                if len(raw) < RECORDS_PAGE:
                     break
         self.records_seen += count
         return count
