@@ -135,3 +135,30 @@ def aws_calls() -> Iterator[list[str]]:
         yield calls
     finally:
         aws.unregister_before_send(record)
+
+
+class RawBody:
+    """A canned HTTP body for a botocore response made up by a before-send hook."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+
+@contextmanager
+def failing_calls(*operations: str) -> Iterator[None]:
+    """Every call to the named AWS operations fails (an HTTP 500) while the block runs."""
+    from botocore.awsrequest import AWSResponse
+
+    def fail(service: str, region: str, operation: str, request: Any) -> Any:
+        if operation in operations:
+            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
+        return None
+
+    aws.register_before_send(fail)
+    try:
+        yield
+    finally:
+        aws.unregister_before_send(fail)

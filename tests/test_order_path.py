@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from botocore.awsrequest import AWSResponse
 
 from simfill.worker import AzWorker, apply_message
-from tests.conftest import aws_calls, order_payload
+from tests.conftest import aws_calls, failing_calls, order_payload
 from trading import aws
 from trading.actions import Exchange, IdempotencyConflict, submit_order, sweep_outbox
 from trading.domain import ValidationErrors
 
 REGION = "us-east-1"
-
-
-class RawBody:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def stream(self, **_: Any) -> Any:
-        yield self.data
-
-
-@contextmanager
-def failing_sqs_sends() -> Iterator[None]:
-    """Every SQS SendMessage fails (a 500) while the block runs."""
-
-    def fail(service: str, region: str, operation: str, request: Any) -> Any:
-        if service == "sqs" and operation == "SendMessage":
-            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
-        return None
-
-    aws.register_before_send(fail)
-    try:
-        yield
-    finally:
-        aws.unregister_before_send(fail)
 
 
 def grid(config: Any) -> Any:
@@ -252,7 +225,7 @@ def test_it_applies_a_redelivered_message_once(exchange: Exchange, published: li
 
 
 def test_it_resends_an_accepted_order_whose_send_failed(exchange: Exchange) -> None:
-    with failing_sqs_sends():
+    with failing_calls("SendMessage"):
         order, created = submit_order(exchange, "alice", order_payload(), "outbox-1")
     assert created  # accepted: the write committed even though the send failed
     assert exchange.queues[REGION].depth() == (0, 0)
@@ -266,7 +239,7 @@ def test_it_resends_an_accepted_order_whose_send_failed(exchange: Exchange) -> N
 
 
 def test_it_resends_a_failed_send_from_memory_without_a_scan(exchange: Exchange) -> None:
-    with failing_sqs_sends():
+    with failing_calls("SendMessage"):
         failed, _ = submit_order(exchange, "alice", order_payload(), "outbox-mem-1")
     sent_fine, _ = submit_order(exchange, "alice", order_payload(), "outbox-mem-2")
     assert set(exchange.unsent) == {failed.order_id}

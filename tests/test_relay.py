@@ -5,41 +5,11 @@ Against the real moto server over HTTP."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
-from botocore.awsrequest import AWSResponse
-
-from tests.conftest import aws_calls, order_payload
-from trading import aws
+from tests.conftest import aws_calls, failing_calls, order_payload
 from trading.actions import AcceptedRelay, Exchange, submit_order, sweep_outbox
 
 REGION = "us-east-1"
-
-
-class RawBody:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def stream(self, **_: Any) -> Any:
-        yield self.data
-
-
-@contextmanager
-def failing_batches() -> Iterator[None]:
-    """Every SendMessageBatch fails (a 500) while the block runs."""
-
-    def fail(service: str, region: str, operation: str, request: Any) -> Any:
-        if operation == "SendMessageBatch":
-            return AWSResponse(request.url, 500, {}, RawBody(b'{"__type":"InternalError","message":"injected"}'))
-        return None
-
-    aws.register_before_send(fail)
-    try:
-        yield
-    finally:
-        aws.unregister_before_send(fail)
 
 
 def queued_order_ids(exchange: Exchange) -> list[str]:
@@ -88,7 +58,7 @@ def test_what_waits_goes_ten_to_a_batch_in_the_order_it_was_written(exchange: Ex
 def test_a_failed_batch_goes_to_the_sweep_and_nothing_is_lost(exchange: Exchange) -> None:
     relay = exchange.relay = AcceptedRelay(exchange).start()
     try:
-        with failing_batches():
+        with failing_calls("SendMessageBatch"):
             orders = [submit_order(exchange, "alice", order_payload(), f"k-{n}")[0] for n in range(4)]
             assert relay.flush()
         assert set(exchange.unsent) == {o.order_id for o in orders}
