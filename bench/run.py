@@ -367,7 +367,21 @@ def timed_threads(threads: int, total: int, op: Callable[[int], None]) -> tuple[
     return latencies, time.perf_counter() - started
 
 
+def cpu_calibration_ms(repeats: int = 5) -> float:
+    """The median time of a fixed pure-Python loop (a million additions): how fast this
+    machine's core was during this run, to compare absolute timings across runs."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def section_moto(res: Results, sizes: Sizes, endpoint: str) -> None:
+    res.add("cpu_calibration_ms", cpu_calibration_ms(), "ms", samples=5, section="0", goal="informational: a million additions in pure Python (lower is a faster core)")
     ddb, sqs, table, url = floor_resources(endpoint)
     n = sizes.floor_ops
     lat, wall = timed_threads(1, n, lambda i: ddb.put_item(TableName=table, Item={"pk": {"S": f"P#{i}"}, "v": {"N": str(i)}}))
