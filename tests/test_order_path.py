@@ -128,6 +128,69 @@ def test_the_accept_time_is_read_while_the_seq_is_claimed(exchange: Exchange) ->
     assert (order.created_ms, True) in readings and (order.created_ms, False) not in readings
 
 
+def test_a_throttled_claim_backs_off_without_holding_the_market(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's retries backed off holding the market's lock: under a throttling fault
+    one throttled request held every other order of the market for up to seconds."""
+    from faults.injection import throttling_response
+
+    submit_order(exchange, "alice", order_payload(), "warm")
+    backing_off = threading.Event()
+    resume = threading.Event()
+    throttled: list[int] = []
+
+    def throttle_first(service: str, region: str, operation: str, request: Any) -> Any:
+        if operation == "TransactWriteItems" and not throttled:
+            throttled.append(1)
+            return throttling_response(request.url, service)
+        return None
+
+    def backoff(retry: int) -> float:
+        backing_off.set()
+        resume.wait(10)
+        return 0.0
+
+    monkeypatch.setattr(aws, "backoff_s", backoff)
+    slow: dict[str, Any] = {}
+    aws.register_before_send(throttle_first)
+    try:
+        waiting = threading.Thread(target=lambda: slow.update(order=submit_order(exchange, "bob", order_payload(), "slow")[0]))
+        waiting.start()
+        assert backing_off.wait(10), "the throttled claim never backed off"
+        # While it backs off, the market takes another order.
+        quick, created = submit_order(exchange, "carol", order_payload(), "quick")
+        assert created
+        resume.set()
+        waiting.join(10)
+    finally:
+        resume.set()
+        aws.unregister_before_send(throttle_first)
+    assert quick.seq < slow["order"].seq
+    assert quick.created_ms <= slow["order"].created_ms
+    assert {o.seq for o in exchange.stores[REGION].orders.scan_all()} == {1, quick.seq, slow["order"].seq}
+
+
+def test_a_claim_throttled_every_time_is_refused_with_nothing_written(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faults.injection import throttling_response
+    from trading.actions import RegionUnavailable
+
+    monkeypatch.setattr(aws, "backoff_s", lambda retry: 0.0)
+    before = aws.throttled_calls()
+
+    def throttle(service: str, region: str, operation: str, request: Any) -> Any:
+        return throttling_response(request.url, service) if operation == "TransactWriteItems" else None
+
+    with aws_calls() as calls:  # registered first: it sees the calls the throttle answers
+        aws.register_before_send(throttle)
+        try:
+            with pytest.raises(RegionUnavailable):
+                submit_order(exchange, "alice", order_payload(), "key-1")
+        finally:
+            aws.unregister_before_send(throttle)
+    assert calls.count("TransactWriteItems") == aws.ATTEMPTS
+    assert aws.throttled_calls() - before == aws.ATTEMPTS  # each one is the backpressure signal
+    assert count_orders(exchange) == 0
+
+
 def test_a_new_order_is_one_write_and_one_send(exchange: Exchange) -> None:
     submit_order(exchange, "alice", order_payload(), "warm")  # the process learns the counter
     with aws_calls() as calls:

@@ -9,6 +9,7 @@ standard-mode retries then behave as they would against real AWS.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
 from trading.config import VAR_DIR
 
@@ -27,7 +29,7 @@ ENDPOINT_FILE = VAR_DIR / "aws_endpoint"
 BeforeSendHook = Callable[[str, str, str, Any], Any]
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str], Any] = {}
+_clients: dict[tuple[str, str, bool], Any] = {}
 _hooks: list[BeforeSendHook] = []
 _endpoint_override: str | None = None
 _region_endpoints: dict[str, str] = {}
@@ -109,6 +111,30 @@ def _dispatch(service: str, region: str, request: Any, event_name: str = "", **_
     return None
 
 
+ATTEMPTS = 4  # the SDK's standard mode, per call
+BACKOFF_CAP_S = 20.0
+_CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
+
+
+def retryable(error: Exception) -> bool:
+    """What the SDK's standard mode retries: throttles, 5xx answers, broken connections
+    (and a transaction cancelled only because an item was throttled)."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in THROTTLE_CODES:
+            return True
+        if code == "TransactionCanceledException":
+            reasons = [r.get("Code") for r in error.response.get("CancellationReasons") or []]
+            return "ThrottlingError" in reasons and all(r in (None, "None", "ThrottlingError") for r in reasons)
+        return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    return isinstance(error, _CONNECTION_ERRORS)
+
+
+def backoff_s(retry: int) -> float:
+    """The SDK's standard back-off before retry number `retry` (1, 2, ...): full jitter."""
+    return random.random() * min(BACKOFF_CAP_S, 2.0 ** (retry - 1))
+
+
 THROTTLE_CODES = frozenset({"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "Throttling"})
 _throttled = 0
 
@@ -127,8 +153,11 @@ def throttled_calls() -> int:
     return _throttled
 
 
-def client(service: str, region: str) -> Any:
-    key = (service, region)
+def client(service: str, region: str, retries: bool = True) -> Any:
+    """The process's client for a service in a region. `retries=False`: one attempt per
+    call, for a caller that retries itself (outside a lock it must not hold while it
+    backs off; see `retryable` and `backoff_s`)."""
+    key = (service, region, retries)
     found = _clients.get(key)
     if found is not None:
         return found
@@ -140,7 +169,7 @@ def client(service: str, region: str) -> Any:
         kwargs: dict[str, Any] = {
             "region_name": region,
             "config": Config(
-                retries={"mode": "standard", "total_max_attempts": 4},
+                retries={"mode": "standard", "total_max_attempts": ATTEMPTS if retries else 1},
                 connect_timeout=2,
                 read_timeout=25,
                 max_pool_connections=32,

@@ -271,11 +271,22 @@ class OrderStore:
         16.5 ms on the embedded moto). Another writer of the market (a second facade, a
         Lambda container) makes that value stale: the cancelled transaction hands back
         the counter as it is, and the retry carries the next number. A market that keeps
-        moving under us falls back to the ADD, which always makes progress.
+        moving under us falls back to the ADD, which always makes progress. A throttled
+        (or 5xx, or dropped) attempt is retried as the SDK would, up to aws.ATTEMPTS in
+        all, but backs off with the market's lock released.
         """
         key = (sequences.region, sequences.table, symbol)
-        with _seq_lock(*key):
-            for _ in range(SEQ_ATTEMPTS):
+        # One attempt per call, retried here: the SDK's own retries would back off (up to
+        # 1 + 2 + 4 s) holding the market's lock, and a throttling fault then let a few
+        # orders a second through the whole market (the 10,000-order soak, every pass).
+        once = aws.client("dynamodb", self.region, retries=False)
+        retries = stale = 0
+        while True:
+            with _seq_lock(*key):
+                if stale >= SEQ_ATTEMPTS:
+                    # Other writers keep moving the counter: take a number from it as before.
+                    order = build(sequences.add_one(symbol))
+                    break
                 last = _last_seq.get(key)
                 if last is None:
                     last = sequences.current(symbol)
@@ -285,25 +296,33 @@ class OrderStore:
                     item["outboxPending"] = 1
                 put = {"Put": {"TableName": self.table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}}
                 try:
-                    self._ddb.transact_write_items(TransactItems=[put, sequences.claim(symbol, last)])
-                except ClientError as error:
-                    reasons = cancellation_reasons(error)
-                    if len(reasons) != 2:
-                        raise
-                    # The counter's reason carries its item as it is (ALL_OLD), whatever
-                    # the order's fate: the next try, or the next order, starts from it.
-                    if reasons[1].get("Code") == "ConditionalCheckFailed":
-                        _last_seq[key] = sequence_of(reasons[1].get("Item"))
-                    elif reasons[1].get("Code") not in (None, "None"):
-                        _last_seq.pop(key, None)  # a conflicting transaction: read it again
-                    if reasons[0].get("Code") == "ConditionalCheckFailed":
-                        return None
-                    if any(r.get("Code") not in (None, "None", "ConditionalCheckFailed", "TransactionConflict") for r in reasons):
-                        raise
-                    continue
-                _last_seq[key] = last + 1
-                return order
-            order = build(sequences.add_one(symbol))
+                    once.transact_write_items(TransactItems=[put, sequences.claim(symbol, last)])
+                except (BotoCoreError, ClientError) as error:
+                    if aws.retryable(error) and retries + 1 < aws.ATTEMPTS:
+                        retries += 1
+                        wait_s = aws.backoff_s(retries)
+                    else:
+                        if not isinstance(error, ClientError):
+                            raise
+                        reasons = cancellation_reasons(error)
+                        if len(reasons) != 2:
+                            raise
+                        # The counter's reason carries its item as it is (ALL_OLD), whatever
+                        # the order's fate: the next try, or the next order, starts from it.
+                        if reasons[1].get("Code") == "ConditionalCheckFailed":
+                            _last_seq[key] = sequence_of(reasons[1].get("Item"))
+                        elif reasons[1].get("Code") not in (None, "None"):
+                            _last_seq.pop(key, None)  # a conflicting transaction: read it again
+                        if reasons[0].get("Code") == "ConditionalCheckFailed":
+                            return None
+                        if any(r.get("Code") not in (None, "None", "ConditionalCheckFailed", "TransactionConflict") for r in reasons):
+                            raise
+                        stale += 1
+                        continue
+                else:
+                    _last_seq[key] = last + 1
+                    return order
+            time.sleep(wait_s)  # the SDK's back-off, with the market open to other requests
         return order if self.put_new(order, outbox_pending) else None
 
     def clear_outbox(self, order_id: str) -> None:
