@@ -157,8 +157,6 @@ def _install_queue_counts() -> list[str]:
     from moto.sqs.models import Queue, SQSBackend
 
     build_attributes = Queue.attributes.fget
-    send_message = SQSBackend.send_message
-    send_message_batch = SQSBackend.send_message_batch
 
     def attributes(self: Any) -> dict[str, Any]:
         if getattr(_request, "sending", False):
@@ -178,28 +176,25 @@ def _install_queue_counts() -> list[str]:
 
         return property(read)
 
-    def sending(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _request.sending = True
-        try:
-            return send_message(self, *args, **kwargs)
-        finally:
-            _request.sending = False
+    def sending(send: Any) -> Any:
+        def send_uncounted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            outer = getattr(_request, "sending", False)  # a batch's sends nest in the batch
+            _request.sending = True
+            try:
+                return send(self, *args, **kwargs)
+            finally:
+                _request.sending = outer
 
-    def sending_batch(self: Any, *args: Any, **kwargs: Any) -> Any:
-        # Its validation reads ContentBasedDeduplication through the attributes twice per
-        # entry before any send starts: the same skip as a single send.
-        _request.sending = True
-        try:
-            return send_message_batch(self, *args, **kwargs)
-        finally:
-            _request.sending = False
+        return send_uncounted
 
     Queue.messages = property(visible_messages)  # type: ignore[method-assign,assignment]
     Queue.attributes = property(attributes)  # type: ignore[method-assign,assignment]
     for name in COUNTED:
         setattr(Queue, name, counted(name))
-    SQSBackend.send_message = sending  # type: ignore[method-assign]
-    SQSBackend.send_message_batch = sending_batch  # type: ignore[method-assign]
+    SQSBackend.send_message = sending(SQSBackend.send_message)  # type: ignore[method-assign]
+    # A batch's validation reads ContentBasedDeduplication through the attributes twice per
+    # entry before any send starts: the same skip as a single send.
+    SQSBackend.send_message_batch = sending(SQSBackend.send_message_batch)  # type: ignore[method-assign]
     return [
         "moto.sqs.models.Queue.messages",
         "moto.sqs.models.Queue.attributes",
