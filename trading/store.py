@@ -49,12 +49,9 @@ def is_put_condition_failure(error: ClientError) -> bool:
     A transaction cancelled for another reason (a conflicting transaction, a throttle)
     is not that: the caller must see it and retry, not take the item as written.
     """
-    code = error.response.get("Error", {}).get("Code", "")
-    if code == "ConditionalCheckFailedException":
+    if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
         return True
-    if code != "TransactionCanceledException":
-        return False
-    reasons = error.response.get("CancellationReasons") or []
+    reasons = cancellation_reasons(error)
     return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"
 
 
@@ -301,22 +298,9 @@ class OrderStore:
                     if aws.retryable(error) and retries + 1 < aws.ATTEMPTS:
                         retries += 1
                         wait_s = aws.backoff_s(retries)
+                    elif _claim_refused(key, error) == "taken":
+                        return None
                     else:
-                        if not isinstance(error, ClientError):
-                            raise
-                        reasons = cancellation_reasons(error)
-                        if len(reasons) != 2:
-                            raise
-                        # The counter's reason carries its item as it is (ALL_OLD), whatever
-                        # the order's fate: the next try, or the next order, starts from it.
-                        if reasons[1].get("Code") == "ConditionalCheckFailed":
-                            _last_seq[key] = sequence_of(reasons[1].get("Item"))
-                        elif reasons[1].get("Code") not in (None, "None"):
-                            _last_seq.pop(key, None)  # a conflicting transaction: read it again
-                        if reasons[0].get("Code") == "ConditionalCheckFailed":
-                            return None
-                        if any(r.get("Code") not in (None, "None", "ConditionalCheckFailed", "TransactionConflict") for r in reasons):
-                            raise
                         stale += 1
                         continue
                 else:
@@ -508,14 +492,6 @@ class SequenceStore:
     region: str
     table: str
 
-    def next_seq(self, symbol: str) -> int:
-        """An atomic counter per market: gaps are allowed, order is never broken.
-
-        The ingest path takes its numbers in the order's own write
-        (OrderStore.put_new_sequenced); this is the counter alone."""
-        with _seq_lock(self.region, self.table, symbol):
-            return self.add_one(symbol)
-
     def current(self, symbol: str) -> int:
         """The market's last allocated seq (0 before the first)."""
         response = aws.client("dynamodb", self.region).get_item(
@@ -593,6 +569,26 @@ SEQ_ATTEMPTS = 4
 def _seq_lock(region: str, table: str, symbol: str) -> threading.Lock:
     with _seq_locks_guard:
         return _seq_locks.setdefault((region, table, symbol), threading.Lock())
+
+
+def _claim_refused(key: tuple[str, str, str], error: BotoCoreError | ClientError) -> str:
+    """Read a cancelled [order put, counter claim] transaction: "taken" (the order's id
+    exists) or "stale" (the counter moved, or another transaction held it: try again).
+    Anything else is raised. The counter's reason carries its item as it is (ALL_OLD),
+    whatever the order's fate: the next try, or the next order, starts from it."""
+    reasons = cancellation_reasons(error) if isinstance(error, ClientError) else []
+    if len(reasons) != 2:
+        raise error
+    put, counter = (r.get("Code") for r in reasons)
+    if counter == "ConditionalCheckFailed":
+        _last_seq[key] = sequence_of(reasons[1].get("Item"))
+    elif counter not in (None, "None"):
+        _last_seq.pop(key, None)  # a conflicting transaction: read it again
+    if put == "ConditionalCheckFailed":
+        return "taken"
+    if {put, counter} - {None, "None", "ConditionalCheckFailed", "TransactionConflict"}:
+        raise error
+    return "stale"
 
 
 def sequence_of(item: dict[str, Any] | None) -> int:
