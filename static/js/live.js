@@ -5,6 +5,7 @@
   var lastSeq = 0;
   var wasClosed = false;
   var reconnectTimer = null;
+  var settleTimer = null;
 
   function live() { return document.getElementById("live"); }
 
@@ -186,7 +187,15 @@
     var root = live();
     if (root) root.setAttribute("data-connected", "1");
     lastSeq = 0; // a new connection numbers its frames from 1
-    if (wasClosed) resync("reconnect");
+    if (wasClosed) {
+      resync("reconnect");
+      // The snapshot comes from the mirror, which trails the tables by a round of the
+      // stream readers (up to ~2 s when idle, more under load): what changed while the
+      // socket was down and reached the mirror only after the first snapshot would
+      // otherwise stay missing until its next event, and a finished order has none.
+      clearTimeout(settleTimer);
+      settleTimer = setTimeout(function () { resync("reconnect"); }, 3000);
+    }
     wasClosed = false;
   });
 
