@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -189,6 +191,148 @@ def test_a_claim_throttled_every_time_is_refused_with_nothing_written(exchange: 
     assert calls.count("TransactWriteItems") == aws.ATTEMPTS
     assert aws.throttled_calls() - before == aws.ATTEMPTS  # each one is the backpressure signal
     assert count_orders(exchange) == 0
+
+
+class HeldCommit:
+    """A before-send hook that holds the market's next transaction (its leader keeps the
+    lock) until released, and records how many orders each transaction carried."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+        self.throttle_next = 0
+        self._held = False
+
+    def __call__(self, service: str, region: str, operation: str, request: Any) -> Any:
+        from faults.injection import throttling_response
+
+        if operation != "TransactWriteItems":
+            return None
+        items = json.loads(request.body)["TransactItems"]
+        puts = sum(1 for item in items if "Put" in item)
+        if not self._held:
+            self._held = True
+            self.holding.set()
+            assert self.release.wait(10), "the test never released the held commit"
+        elif self.throttle_next and puts > 1:
+            self.throttle_next -= 1
+            self.sizes.append(-puts)
+            return throttling_response(request.url, service)
+        self.sizes.append(puts)
+        return None
+
+
+def queued(exchange: Exchange, symbol: str = "BTC-USD") -> int:
+    from trading.store import _commit_queue
+
+    return len(_commit_queue((REGION, exchange.stores[REGION].sequences.table, symbol)))
+
+
+def submit_in_thread(exchange: Exchange, client: str, key: str, into: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        try:
+            into[(client, key, threading.get_ident())] = submit_order(exchange, client, order_payload(), key)
+        except Exception as error:  # surfaced by the assertions
+            into[(client, key, threading.get_ident())] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def wait_until(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_orders_that_arrive_during_a_commit_go_together_in_the_next(exchange: Exchange) -> None:
+    """Group commit: while one transaction is in flight, the market's next orders queue,
+    and the next one writes them all, numbered in queue order, with one counter claim."""
+    submit_order(exchange, "alice", order_payload(), "warm")  # seq 1; the process learns the counter
+    hold = HeldCommit()
+    results: dict[Any, Any] = {}
+    aws.register_before_send(hold)
+    try:
+        first = submit_in_thread(exchange, "alice", "first", results)
+        assert hold.holding.wait(10)
+        later = []
+        for i in range(6):
+            later.append(submit_in_thread(exchange, f"trader-{i}", f"k-{i}", results))
+            wait_until(lambda: queued(exchange) == i + 1)  # queued in this order
+        hold.release.set()
+        for thread in [first, *later]:
+            thread.join(10)
+    finally:
+        hold.release.set()
+        aws.unregister_before_send(hold)
+    assert not [r for r in results.values() if isinstance(r, Exception)]
+    assert hold.sizes == [1, 6]  # the held one alone, then the six in one transaction
+    orders = {client: order for (client, _, _), (order, created) in results.items() if created}
+    assert orders["alice"].seq == 2
+    assert [orders[f"trader-{i}"].seq for i in range(6)] == [3, 4, 5, 6, 7, 8]
+    by_seq = sorted(exchange.stores[REGION].orders.scan_all(), key=lambda o: o.seq)
+    assert [o.seq for o in by_seq] == list(range(1, 9))
+    assert [o.created_ms for o in by_seq] == sorted(o.created_ms for o in by_seq)
+    assert exchange.stores[REGION].sequences.current("BTC-USD") == 8
+
+
+def test_a_replay_and_a_twin_in_one_batch_write_once_and_burn_no_number(exchange: Exchange) -> None:
+    old, _ = submit_order(exchange, "alice", order_payload(), "old")  # seq 1
+    hold = HeldCommit()
+    results: dict[Any, Any] = {}
+    aws.register_before_send(hold)
+    try:
+        first = submit_in_thread(exchange, "alice", "first", results)
+        assert hold.holding.wait(10)
+        later = []
+        for n, (client, key) in enumerate([("alice", "old"), ("bob", "twin"), ("bob", "twin"), ("carol", "new")], 1):
+            later.append(submit_in_thread(exchange, client, key, results))
+            wait_until(lambda: queued(exchange) == n)
+        hold.release.set()
+        for thread in [first, *later]:
+            thread.join(10)
+    finally:
+        hold.release.set()
+        aws.unregister_before_send(hold)
+    assert not [r for r in results.values() if isinstance(r, Exception)]
+    replay = [order for (client, key, _), (order, created) in results.items() if key == "old"]
+    assert replay == [old]
+    twins = sorted(((created, order) for (_, key, _), (order, created) in results.items() if key == "twin"), key=lambda t: t[0])
+    assert [created for created, _ in twins] == [False, True]
+    assert twins[0][1].order_id == twins[1][1].order_id and twins[0][1].seq == twins[1][1].seq
+    stored = sorted(o.seq for o in exchange.stores[REGION].orders.scan_all())
+    assert stored == [1, 2, 3, 4]  # old, first, the twin once, new: no number burnt
+    assert exchange.stores[REGION].sequences.current("BTC-USD") == 4
+
+
+def test_a_throttled_batch_backs_off_and_every_order_lands_once(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aws, "backoff_s", lambda retry: 0.01)
+    submit_order(exchange, "alice", order_payload(), "warm")
+    hold = HeldCommit()
+    hold.throttle_next = 1
+    results: dict[Any, Any] = {}
+    aws.register_before_send(hold)
+    try:
+        first = submit_in_thread(exchange, "alice", "first", results)
+        assert hold.holding.wait(10)
+        later = []
+        for i in range(4):
+            later.append(submit_in_thread(exchange, f"trader-{i}", f"k-{i}", results))
+            wait_until(lambda: queued(exchange) == i + 1)
+        hold.release.set()
+        for thread in [first, *later]:
+            thread.join(10)
+    finally:
+        hold.release.set()
+        aws.unregister_before_send(hold)
+    assert not [r for r in results.values() if isinstance(r, Exception)]
+    assert hold.sizes[:2] == [1, -4]  # the batch of four was throttled once, as a whole
+    assert sum(size for size in hold.sizes if size > 0) == 5
+    assert sorted(o.seq for o in exchange.stores[REGION].orders.scan_all()) == list(range(1, 7))
+    assert exchange.stores[REGION].sequences.current("BTC-USD") == 6
 
 
 def test_a_new_order_is_one_write_and_one_send(exchange: Exchange) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -271,43 +272,100 @@ class OrderStore:
         moving under us falls back to the ADD, which always makes progress. A throttled
         (or 5xx, or dropped) attempt is retried as the SDK would, up to aws.ATTEMPTS in
         all, but backs off with the market's lock released.
+
+        Group commit: requests of the same market that arrive while a transaction is in
+        flight wait in the market's queue, and the next holder of the lock writes them
+        all (up to COMMIT_BATCH) in one transaction, numbered in queue order, with one
+        counter claim. One request alone is a batch of one, as before.
         """
         key = (sequences.region, sequences.table, symbol)
+        queue = _commit_queue(key)
+        me = _Commit(build, self.table, outbox_pending)
+        while True:
+            with _commit_guard:
+                queue.append(me)
+            while me.state == _QUEUED:
+                with _seq_lock(*key):
+                    if me.state == _QUEUED:
+                        self._commit_next(sequences, symbol, key, queue)
+            if me.state == _DONE:
+                if me.error is not None:
+                    raise me.error
+                return me.order
+            # Throttled: the SDK's back-off, with the market open to other requests.
+            time.sleep(me.wait_s)
+            me.state = _QUEUED
+
+    def _commit_next(self, sequences: SequenceStore, symbol: str, key: tuple[str, str, str], queue: deque[_Commit]) -> None:
+        """Under the market's lock: write the requests at the front of its queue in one
+        transaction. Each leaves done (its order, None if its id is taken, or an error),
+        backing off (throttled), or back at the front (a twin of an earlier one in the batch)."""
+        with _commit_guard:
+            batch: list[_Commit] = []
+            while queue and len(batch) < COMMIT_BATCH and queue[0].table == (batch[0].table if batch else queue[0].table):
+                batch.append(queue.popleft())
+            for entry in batch:
+                entry.state = _TAKEN
+        try:
+            self._commit(sequences, symbol, key, queue, batch)
+        except BaseException as error:
+            for entry in batch:
+                if entry.state == _TAKEN:
+                    entry.finish(None, error if isinstance(error, Exception) else RuntimeError(str(error)))
+            if not isinstance(error, Exception):
+                raise
+
+    def _commit(self, sequences: SequenceStore, symbol: str, key: tuple[str, str, str], queue: deque[_Commit], batch: list[_Commit]) -> None:
         # One attempt per call, retried here: the SDK's own retries would back off (up to
         # 1 + 2 + 4 s) holding the market's lock, and a throttling fault then let a few
         # orders a second through the whole market (the 10,000-order soak, every pass).
         once = aws.client("dynamodb", self.region, retries=False)
-        retries = stale = 0
-        while True:
-            with _seq_lock(*key):
-                if stale >= SEQ_ATTEMPTS:
-                    # Other writers keep moving the counter: take a number from it as before.
-                    order = build(sequences.add_one(symbol))
+        stale = 0
+        while batch:
+            if stale >= SEQ_ATTEMPTS:
+                # Other writers keep moving the counter: take numbers from it as before.
+                for entry in batch:
+                    order = entry.build(sequences.add_one(symbol))
+                    entry.finish(order if self.put_new(order, entry.outbox_pending) else None)
+                return
+            last = _last_seq.get(key)
+            if last is None:
+                last = sequences.current(symbol)
+            orders: list[Order] = []
+            for entry in batch:
+                order = entry.build(last + 1 + len(orders))
+                if any(o.order_id == order.order_id for o in orders):
+                    # A twin of an order earlier in this batch (one transaction may not
+                    # write an item twice): it goes next, and finds its id taken.
+                    rest, batch = batch[len(orders) :], batch[: len(orders)]
+                    with _commit_guard:
+                        for later in reversed(rest):
+                            later.state = _QUEUED
+                            queue.appendleft(later)
                     break
-                last = _last_seq.get(key)
-                if last is None:
-                    last = sequences.current(symbol)
-                order = build(last + 1)
+                orders.append(order)
+            puts = []
+            for entry, order in zip(batch, orders):
                 item = order_to_item(order)
-                if outbox_pending:
+                if entry.outbox_pending:
                     item["outboxPending"] = 1
-                put = {"Put": {"TableName": self.table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}}
-                try:
-                    once.transact_write_items(TransactItems=[put, sequences.claim(symbol, last)])
-                except (BotoCoreError, ClientError) as error:
-                    if aws.retryable(error) and retries + 1 < aws.ATTEMPTS:
-                        retries += 1
-                        wait_s = aws.backoff_s(retries)
-                    elif _claim_refused(key, error) == "taken":
-                        return None
-                    else:
-                        stale += 1
-                        continue
-                else:
-                    _last_seq[key] = last + 1
-                    return order
-            time.sleep(wait_s)  # the SDK's back-off, with the market open to other requests
-        return order if self.put_new(order, outbox_pending) else None
+                puts.append({"Put": {"TableName": self.table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}})
+            try:
+                once.transact_write_items(TransactItems=[*puts, sequences.claim(symbol, last, len(orders))])
+            except (BotoCoreError, ClientError) as error:
+                if aws.retryable(error):
+                    for entry in batch:
+                        entry.throttled(error)
+                    return
+                taken, moved = _claim_refused(key, error, len(orders))
+                for i in sorted(taken, reverse=True):
+                    batch.pop(i).finish(None)
+                stale += 1 if moved or not taken else 0
+                continue
+            _last_seq[key] = last + len(orders)
+            for entry, order in zip(batch, orders):
+                entry.finish(order)
+            return
 
     def clear_outbox(self, order_id: str) -> None:
         self._ddb.update_item(
@@ -499,9 +557,9 @@ class SequenceStore:
         )
         return sequence_of(from_attrs(response["Item"]) if "Item" in response else None)
 
-    def claim(self, symbol: str, last: int) -> dict[str, Any]:
-        """The TransactWriteItems Update that moves the counter from `last` to `last + 1`."""
-        values = {":next": last + 1} if last == 0 else {":next": last + 1, ":last": last}
+    def claim(self, symbol: str, last: int, count: int = 1) -> dict[str, Any]:
+        """The TransactWriteItems Update that moves the counter from `last` to `last + count`."""
+        values = {":next": last + count} if last == 0 else {":next": last + count, ":last": last}
         return {
             "Update": {
                 "TableName": self.table,
@@ -564,6 +622,45 @@ _seq_locks_guard = threading.Lock()
 # The counter value this process last wrote or was shown, per (region, table, market).
 _last_seq: dict[tuple[str, str, str], int] = {}
 SEQ_ATTEMPTS = 4
+# Orders of one market written in one transaction at most (DynamoDB allows 100 actions):
+# one commit's round trip stays short while the next batch gathers behind it.
+COMMIT_BATCH = 25
+_QUEUED, _TAKEN, _BACKOFF, _DONE = "queued", "taken", "backoff", "done"
+
+
+class _Commit:
+    """One request waiting in its market's commit queue."""
+
+    __slots__ = ("build", "table", "outbox_pending", "state", "order", "error", "retries", "wait_s")
+
+    def __init__(self, build: Callable[[int], Order], table: str, outbox_pending: bool):
+        self.build = build
+        self.table = table
+        self.outbox_pending = outbox_pending
+        self.state = _QUEUED
+        self.order: Order | None = None
+        self.error: Exception | None = None
+        self.retries = 0
+        self.wait_s = 0.0
+
+    def finish(self, order: Order | None, error: Exception | None = None) -> None:
+        self.order, self.error, self.state = order, error, _DONE
+
+    def throttled(self, error: Exception) -> None:
+        self.retries += 1
+        if self.retries < aws.ATTEMPTS:
+            self.wait_s, self.state = aws.backoff_s(self.retries), _BACKOFF
+        else:
+            self.finish(None, error)
+
+
+_commit_queues: dict[tuple[str, str, str], deque[_Commit]] = {}
+_commit_guard = threading.Lock()  # the queues' contents; held only to move entries
+
+
+def _commit_queue(key: tuple[str, str, str]) -> deque[_Commit]:
+    with _commit_guard:
+        return _commit_queues.setdefault(key, deque())
 
 
 def _seq_lock(region: str, table: str, symbol: str) -> threading.Lock:
@@ -571,24 +668,25 @@ def _seq_lock(region: str, table: str, symbol: str) -> threading.Lock:
         return _seq_locks.setdefault((region, table, symbol), threading.Lock())
 
 
-def _claim_refused(key: tuple[str, str, str], error: BotoCoreError | ClientError) -> str:
-    """Read a cancelled [order put, counter claim] transaction: "taken" (the order's id
-    exists) or "stale" (the counter moved, or another transaction held it: try again).
-    Anything else is raised. The counter's reason carries its item as it is (ALL_OLD),
-    whatever the order's fate: the next try, or the next order, starts from it."""
+def _claim_refused(key: tuple[str, str, str], error: BotoCoreError | ClientError, puts: int) -> tuple[set[int], bool]:
+    """Read a cancelled [order puts..., counter claim] transaction: which puts found
+    their order's id taken, and whether the counter moved (or another transaction held
+    an item: try again). Anything else is raised. The counter's reason carries its item
+    as it is (ALL_OLD), whatever the orders' fate: the next try starts from it."""
     reasons = cancellation_reasons(error) if isinstance(error, ClientError) else []
-    if len(reasons) != 2:
+    if len(reasons) != puts + 1:
         raise error
-    put, counter = (r.get("Code") for r in reasons)
+    codes = [r.get("Code") for r in reasons]
+    counter = codes[-1]
     if counter == "ConditionalCheckFailed":
-        _last_seq[key] = sequence_of(reasons[1].get("Item"))
+        _last_seq[key] = sequence_of(reasons[-1].get("Item"))
     elif counter not in (None, "None"):
         _last_seq.pop(key, None)  # a conflicting transaction: read it again
-    if put == "ConditionalCheckFailed":
-        return "taken"
-    if {put, counter} - {None, "None", "ConditionalCheckFailed", "TransactionConflict"}:
+    if set(codes) - {None, "None", "ConditionalCheckFailed", "TransactionConflict"}:
         raise error
-    return "stale"
+    taken = {i for i, code in enumerate(codes[:-1]) if code == "ConditionalCheckFailed"}
+    moved = counter not in (None, "None") or "TransactionConflict" in codes[:-1]
+    return taken, moved
 
 
 def sequence_of(item: dict[str, Any] | None) -> int:
