@@ -7,10 +7,12 @@ A redelivery after a crash between the steps finds the trades already written an
 finishes the order. Events are published after the writes.
 
 An AZ task takes a batch of up to 10 messages: it reads their orders in one BatchGetItem,
-decides their fills and writes all their trades in one BatchGetItem (which are there
-already) and one BatchWriteItem (plan_fills), then finishes and publishes the orders one
-by one, and deletes the applied ones in one
-DeleteMessageBatch (also when it stops or fails part-way, so only what it did not apply
+decides their fills (plan_fills) and writes all their trades and final statuses in one
+TransactWriteItems (RegionStores.commit_fills: each trade only if absent, each status
+only if its order is still open). If that is refused (a redelivery, a race), it writes
+the trades the long way, one BatchGetItem (which are there already) and BatchWriteItem,
+and each status with its own conditional write. Then it publishes the orders one by
+one and deletes the applied ones in one DeleteMessageBatch (also when it stops or fails part-way, so only what it did not apply
 comes back). A message redelivered after its order was finished is a no-op that
 publishes nothing, so publishing before the delete repeats no event.
 
@@ -97,8 +99,7 @@ def plan_fills(
     market_grid: Callable[[str], tuple[Decimal, Decimal]],
 ) -> dict[str, Planned]:
     """For a batch of (message body, loaded order): decide the fills that apply_message
-    would make and write all their trades at once (put_many_once), so the batch costs
-    two calls for its trades instead of one per trade. Only the plain case is planned:
+    would make; the caller writes them all at once. Only the plain case is planned:
     an OrderAccepted for an open order of this region, not flagged for cancel, named
     once in the batch, in a market without a position counter. The rest, and every
     status write, go through apply_message one by one as before."""
@@ -122,10 +123,27 @@ def plan_fills(
         tick, lot = market_grid(order.symbol)
         outcome = decide(terms_of(order, tick, lot), order.simulation_seed)
         plans[order.order_id] = Planned(outcome, trades_for(order, outcome, stores.region, az, now_ms), now_ms)
-    trades = [t for plan in plans.values() for t in plan.trades]
+    return plans
+
+
+def write_plans(stores: RegionStores, plans: dict[str, Planned], loaded: dict[str, Order], az: str) -> dict[str, bool | None]:
+    """Write the planned fills: their trades, then each order's final status. Returns what
+    finish_many returns per order (True written, False no longer open, None failed).
+
+    In one transaction when it goes through (one round trip on the FIFO group's critical
+    path, not three plus one per order); else the long way: the trades that are not there
+    yet in batch writes, and the statuses side by side, each conditional on its own order,
+    so a refused order refuses only itself."""
+    finals = [
+        (loaded[order_id], StatusChange(p.outcome.final_status, p.now_ms, az, p.outcome.reason), p.outcome.filled_qty, p.trades)
+        for order_id, p in plans.items()
+    ]
+    if stores.commit_fills(finals):
+        return {order.order_id: True for order, *_ in finals}
+    trades = [t for *_, planned in finals for t in planned]
     if trades:
         stores.trades.put_many_once(trades)
-    return plans
+    return stores.orders.finish_many([(order, change, qty) for order, change, qty, _ in finals])
 
 
 def apply_message(
@@ -269,16 +287,7 @@ class AzWorker:
             if len(messages) > 1 and not self.slowdown_s:
                 items = [(m.body, loaded.get(str(m.body.get("order_id", "")))) for m in messages]
                 plans = plan_fills(self.stores, items, self.az, int(self.clock() * 1000), self.market_grid)
-                # The planned orders' final statuses, written side by side: one round trip's
-                # wait on the FIFO group's critical path instead of one per order. (Not one
-                # transaction: the same conditional write per order, so a refused order
-                # refuses only itself.)
-                finished = self.stores.orders.finish_many(
-                    [
-                        (loaded[order_id], StatusChange(p.outcome.final_status, p.now_ms, self.az, p.outcome.reason), p.outcome.filled_qty)
-                        for order_id, p in plans.items()
-                    ]
-                )
+                finished = write_plans(self.stores, plans, loaded, self.az) if plans else {}
             for message in messages:
                 order_id = str(message.body.get("order_id", ""))
                 if self.stop_event.is_set() and not finished.get(order_id):

@@ -504,12 +504,9 @@ def test_it_reads_a_batchs_orders_in_one_call_and_deletes_what_it_applied_in_one
         assert worker.process(messages) == len(orders)
     trades = [t for o in orders for t in exchange.stores[REGION].trades.for_order(o.order_id, REGION)]
     assert trades  # the seeds fill some of these orders
-    # One read for the orders, one for which trades exist; all trades in batch writes, none one by one;
-    # one conditional status write per order.
-    assert calls.count("BatchGetItem") == 2 and "GetItem" not in calls
-    assert calls.count("BatchWriteItem") == -(-len(trades) // 25) and "PutItem" not in calls
-    assert calls.count("UpdateItem") == len(orders)
-    assert calls.count("DeleteMessageBatch") == 1 and "DeleteMessage" not in calls
+    # One read for the orders; every trade and every final status in one transaction;
+    # one delete.
+    assert calls == ["BatchGetItem", "TransactWriteItems", "DeleteMessageBatch"]
     assert exchange.stores[REGION].trades.put_many_once(trades) == 0  # a redelivery writes none again
     for order in orders:
         stored = exchange.stores[REGION].orders.get(order.order_id)
@@ -580,14 +577,42 @@ def test_a_raced_order_in_a_batch_refuses_only_itself(exchange: Exchange, monkey
     worker.on_applied = lambda a: applied.append(a.action)
     with aws_calls() as calls:
         assert worker.process(messages) == 3
-    assert calls.count("UpdateItem") == 3 and "TransactWriteItems" not in calls
+    # The batch's transaction is refused as a whole (one order is no longer open, its trades
+    # are there), so nothing of it is written; the long way then refuses only that order.
+    assert calls.count("TransactWriteItems") == 1 and calls.count("UpdateItem") == 3
     assert applied[0] == "skipped" and all(a in {"filled", "cancelled"} for a in applied[1:])
     assert_fills_add_up(exchange, orders)
 
 
-def test_a_batchs_status_writes_are_sent_side_by_side(exchange: Exchange) -> None:
-    """The status writes of a planned batch overlap: the first waits (up to 5 s) for a
-    second to be sent while it is in flight, which cannot happen one after another."""
+def test_a_batch_whose_transaction_fails_is_written_the_long_way_exactly_once(exchange: Exchange) -> None:
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"long-{i}")[0] for i in range(5)]
+    worker = worker_for(exchange)
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
+    with aws_calls() as calls, failing_calls("TransactWriteItems"):
+        assert worker.process(messages) == len(orders)
+    assert calls.count("TransactWriteItems") == 1  # one try, no SDK retries: the long way retries
+    assert calls.count("UpdateItem") == len(orders)
+    assert_fills_add_up(exchange, orders)
+    assert exchange.queues[REGION].depth() == (0, 0)
+
+
+def test_a_batch_too_large_for_one_transaction_is_written_the_long_way(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trading import store
+
+    monkeypatch.setattr(store, "TRANSACTION_ITEMS", 3)
+    orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"large-{i}")[0] for i in range(4)]
+    worker = worker_for(exchange)
+    messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
+    with aws_calls() as calls:
+        assert worker.process(messages) == len(orders)
+    assert "TransactWriteItems" not in calls and calls.count("UpdateItem") == len(orders)
+    assert_fills_add_up(exchange, orders)
+
+
+def test_a_batchs_status_writes_are_sent_side_by_side_the_long_way(exchange: Exchange) -> None:
+    """On the long way (the batch's transaction refused), the status writes of a planned
+    batch overlap: the first waits (up to 5 s) for a second to be sent while it is in
+    flight, which cannot happen one after another."""
     orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"overlap-{i}")[0] for i in range(4)]
     worker = worker_for(exchange)
     messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1)
@@ -606,7 +631,8 @@ def test_a_batchs_status_writes_are_sent_side_by_side(exchange: Exchange) -> Non
 
     aws.register_before_send(meet)
     try:
-        assert worker.process(messages) == len(orders)
+        with failing_calls("TransactWriteItems"):
+            assert worker.process(messages) == len(orders)
     finally:
         aws.unregister_before_send(meet)
     assert first_met_another == [True] and count[0] == len(orders)

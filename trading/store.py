@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,6 +29,7 @@ _de = TypeDeserializer()
 # Sends a batch's status writes side by side (OrderStore.finish_many); shared by every
 # task of the process, its threads made when first needed.
 _FINISH_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="finish")
+TRANSACTION_ITEMS = 100  # DynamoDB's limit on one TransactWriteItems
 
 
 def to_attrs(item: dict[str, Any]) -> dict[str, Any]:
@@ -722,6 +723,29 @@ class RegionStores:
             trades=TradeStore(region, names["trades"], positions=sequences, counted_symbols=frozenset(counted_symbols)),
             sequences=sequences,
         )
+
+
+    def commit_fills(self, fills: Sequence[tuple[Order, StatusChange, Decimal, Sequence[Trade]]]) -> bool:
+        """A batch's trades and final statuses in one TransactWriteItems: each trade only
+        if it is not there yet, each status only if its order is still open. True if all
+        were written. False if the transaction was refused, failed or would be too large:
+        then nothing was written, and the caller goes the long way (put_many_once, then
+        finish_many), which sorts out per order what refused it (a redelivery, a race)."""
+        items = [
+            {"Put": {"TableName": self.trades.table, "Item": to_attrs(trade_to_item(t)), "ConditionExpression": "attribute_not_exists(pk)"}}
+            for *_, trades in fills
+            for t in trades
+        ]
+        items += [{"Update": self.orders._finish_update(order, change, qty)} for order, change, qty, _ in fills]
+        if not items or len(items) > TRANSACTION_ITEMS:
+            return False
+        try:
+            # No SDK retries: a throttled try goes the long way, which retries as usual.
+            aws.client("dynamodb", self.region, retries=False).transact_write_items(TransactItems=items)
+        except (BotoCoreError, ClientError) as error:
+            log.debug("a batch's fills in one transaction: %s; one by one instead", str(error)[:200])
+            return False
+        return True
 
 
 def is_final(status: str) -> bool:
