@@ -177,6 +177,30 @@ def test_it_leaves_a_value_it_does_not_know_to_moto() -> None:
     assert attribute_value(serializer, {"M": {"a": {"N": 5}, "b": {"B": b"\x00"}}}) == {"M": {"a": {"N": "5"}, "b": {"B": "AA=="}}}
 
 
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(alphabet=st.characters(categories=("Lu", "Ll", "Nd", "Zs")), max_size=24))
+def test_the_remembered_name_conversion_is_mo_tos_own(name: str) -> None:
+    from moto.core import utils
+
+    from trading.moto_main import camelcase_to_underscores
+
+    assert camelcase_to_underscores(name) == utils.camelcase_to_underscores(name)
+    assert camelcase_to_underscores(name) == utils.camelcase_to_underscores(name)  # and again, remembered
+
+
+def test_a_response_class_lists_its_methods_once() -> None:
+    from moto.core import utils
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.sqs.responses import SQSResponse
+
+    from trading.moto_main import method_names_from_class
+
+    for clazz in (DynamoHandler, SQSResponse):
+        assert method_names_from_class(clazz) == set(utils.method_names_from_class(clazz))
+        assert method_names_from_class(clazz) is method_names_from_class(clazz)
+    assert "transact_write_items" in method_names_from_class(DynamoHandler)
+
+
 def _sqs_call(connection: Any, action: str, body: dict[str, Any], **headers: str) -> Any:
     connection.request(
         "POST",
