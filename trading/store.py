@@ -293,6 +293,11 @@ class OrderStore:
                 if me.error is not None:
                     raise me.error
                 return me.order
+            if me.state == _WRITE:
+                # Numbered by the ADD (the fallback below): written outside the lock, as a
+                # plain conditional put with the SDK's retries.
+                assert me.order is not None
+                return me.order if self.put_new(me.order, outbox_pending) else None
             # Throttled: the SDK's back-off, with the market open to other requests.
             time.sleep(me.wait_s)
             me.state = _QUEUED
@@ -324,10 +329,10 @@ class OrderStore:
         stale = 0
         while batch:
             if stale >= SEQ_ATTEMPTS:
-                # Other writers keep moving the counter: take numbers from it as before.
+                # Other writers keep moving the counter: take numbers from it as before;
+                # each request then writes its own order.
                 for entry in batch:
-                    order = entry.build(sequences.add_one(symbol))
-                    entry.finish(order if self.put_new(order, entry.outbox_pending) else None)
+                    entry.order, entry.state = entry.build(sequences.add_one(symbol)), _WRITE
                 return
             last = _last_seq.get(key)
             if last is None:
@@ -626,7 +631,7 @@ SEQ_ATTEMPTS = 4
 # Orders of one market written in one transaction at most (DynamoDB allows 100 actions):
 # one commit's round trip stays short while the next batch gathers behind it.
 COMMIT_BATCH = 25
-_QUEUED, _TAKEN, _BACKOFF, _DONE = "queued", "taken", "backoff", "done"
+_QUEUED, _TAKEN, _BACKOFF, _WRITE, _DONE = "queued", "taken", "backoff", "write", "done"
 
 
 class _Commit:
