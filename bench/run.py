@@ -75,6 +75,8 @@ class Sizes:
     ingest_ops: int = 150  # per concurrency level, split over the threads
     o2b_rates: tuple[int, ...] = (20, 50, 100)
     o2b_seconds: float = 1.5
+    # A p99 needs samples: a slow rate runs longer (20 orders/s: 5 s), never fewer orders.
+    o2b_min_orders: int = 100
     fanout_clients: int = 200
     fanout_rate: int = 100
     fanout_seconds: float = 30.0
@@ -95,6 +97,7 @@ SMOKE = Sizes(
     ingest_ops=8,
     o2b_rates=(5,),
     o2b_seconds=1.0,
+    o2b_min_orders=1,
     fanout_clients=4,
     fanout_rate=20,
     fanout_seconds=1.5,
@@ -570,7 +573,7 @@ def section_order_to_browser(res: Results, sizes: Sizes, endpoint: str, server: 
     floor: dict[int, list[float]] = {}
     pending_total = 0
     for rate in sizes.o2b_rates:
-        n = max(1, int(rate * sizes.o2b_seconds))
+        n = max(1, sizes.o2b_min_orders, int(rate * sizes.o2b_seconds))
         sent: dict[str, float] = {}
         seen: dict[str, float] = {}
         # Where the time goes, per order: the POST's answer, the fill, the frame (wall clock).
