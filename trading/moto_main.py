@@ -66,10 +66,11 @@ server answers every call as before.
 10. The cyclic collector. A full collection walks every object the server holds, and a
    soak's tables are hundreds of thousands of them: each pass stopped every request for
    100-200 ms, six times in 600 orders; once with `trading.collector` settled.
-11. Names. Every request lists its response class's methods (`inspect.getmembers`) to
-   find the action's, and converts names from camel case a character at a time, the
-   same few names each time (an SQS queue's attributes on every send and receive): 3 %
-   and 4 % of the server's CPU at 20 orders/s (py-spy). Both are remembered here.
+11. Names. Every request lists its response class's methods (`inspect.getmembers`,
+   33 us for DynamoDB's) to find the action's, and converts names from camel case a
+   character at a time (4.5 us a name), the same few names each time: an SQS queue's
+   attributes, built name by name several times for every message sent or received.
+   Both are remembered here (0.07 us a name).
 """
 
 from __future__ import annotations
