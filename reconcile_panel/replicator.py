@@ -100,10 +100,6 @@ class Replicator:
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.replica_records_skipped = 0
-        # Per stream (by its tailer): how long it last rested after reading nothing, and
-        # until when it rests (by self.clock).
-        self._rest_s: dict[int, float] = {}
-        self._rest_until: dict[int, float] = {}
         self.tailers = [
             StreamTailer(region, name, self._handler(region, role))
             for region in self.regions
@@ -349,24 +345,10 @@ class Replicator:
                 done += 1
         return done
 
-    def pump(self, every_stream: bool = True) -> int:
-        """One round: read the streams, then deliver. Returns records read plus applied.
-
-        `every_stream=False` (the running thread): a stream that had nothing to read rests,
-        poll_interval_s at first and twice as long after each empty read, up to
-        IDLE_POLL_MAX_S, so a quiet table (the reconcile records, most of the time) costs a
-        GetRecords every second or two rather than one every round of the busy ones. Any
-        record resets it."""
+    def pump(self) -> int:
+        """One round: read every stream, then deliver. Returns records read plus applied."""
         with self._pump_lock:
-            read = 0
-            for tailer in self.tailers:
-                now = self.clock()
-                if not every_stream and now < self._rest_until.get(id(tailer), 0.0):
-                    continue
-                n = tailer.poll_once()
-                read += n
-                rest = 0.0 if n else min(2 * self._rest_s.get(id(tailer), 0.0) or self.poll_interval_s, IDLE_POLL_MAX_S)
-                self._rest_s[id(tailer)], self._rest_until[id(tailer)] = rest, now + rest
+            read = sum(tailer.poll_once() for tailer in self.tailers)
             return read + self.deliver()
 
     def deliverable(self) -> int:
@@ -410,7 +392,7 @@ class Replicator:
         idle_wait = self.poll_interval_s
         while not self.stop_event.is_set():
             try:
-                n = self.pump(every_stream=False)
+                n = self.pump()
             except (BotoCoreError, ClientError) as error:
                 log.debug("replicator: %s", error)
                 n = 0
