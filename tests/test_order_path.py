@@ -308,6 +308,58 @@ def test_a_replay_and_a_twin_in_one_batch_write_once_and_burn_no_number(exchange
     assert exchange.stores[REGION].sequences.current("BTC-USD") == 4
 
 
+def test_a_request_taken_by_another_commit_waits_for_it_and_leaves_nothing_queued(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request can be taken into another request's commit between queueing itself and
+    looking at its state: it must wait for that commit's lock, not queue itself again."""
+    from trading import store
+
+    submit_order(exchange, "alice", order_payload(), "warm")
+    key = (REGION, exchange.stores[REGION].sequences.table, "BTC-USD")
+    entries: list[Any] = []
+
+    class SlowToLook(store._Commit):
+        """The second request looks at its state only once another commit has taken it."""
+
+        def __init__(self, *args: Any) -> None:
+            self._owner, self._looked, self._state = threading.get_ident(), False, ""
+            entries.append(self)
+            super().__init__(*args)
+
+        @property  # type: ignore[override]
+        def state(self) -> str:
+            if threading.get_ident() == self._owner and not self._looked and len(entries) > 1 and self is entries[1]:
+                self._looked = True
+                wait_until(lambda: self._state != store._QUEUED)
+            return self._state
+
+        @state.setter
+        def state(self, value: str) -> None:
+            self._state = value
+
+    monkeypatch.setattr(store, "_Commit", SlowToLook)
+    hold = HeldCommit()
+    results: dict[Any, Any] = {}
+    aws.register_before_send(hold)
+    try:
+        first = submit_in_thread(exchange, "alice", "first", results)
+        assert hold.holding.wait(10)
+        second = submit_in_thread(exchange, "bob", "second", results)
+        wait_until(lambda: len(entries) == 2)
+        third = submit_in_thread(exchange, "carol", "third", results)  # leads the next commit, taking the second
+        wait_until(lambda: len(entries) == 3)
+        hold.release.set()
+        for thread in (first, second, third):
+            thread.join(10)
+    finally:
+        hold.release.set()
+        aws.unregister_before_send(hold)
+    assert not [r for r in results.values() if isinstance(r, Exception)]
+    assert all(created for _, created in results.values())
+    assert hold.sizes == [1, 2]
+    assert len(store._commit_queues[key]) == 0  # nobody left behind to be written again
+    assert sorted(o.seq for o in exchange.stores[REGION].orders.scan_all()) == [1, 2, 3, 4]
+
+
 def test_a_throttled_batch_backs_off_and_every_order_lands_once(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aws, "backoff_s", lambda retry: 0.01)
     submit_order(exchange, "alice", order_payload(), "warm")

@@ -285,7 +285,9 @@ class OrderStore:
         while True:
             with _commit_guard:
                 queue.append(me)
-            while me.state == _QUEUED:
+            # Taken by another request's commit, it is in that commit's hands until the
+            # lock is released: wait for the lock, never past it.
+            while me.state in (_QUEUED, _TAKEN):
                 with _seq_lock(*key):
                     if me.state == _QUEUED:
                         self._commit_next(sequences, symbol, key, queue)
