@@ -309,8 +309,9 @@ class OrderStore:
         transaction. Each leaves done (its order, None if its id is taken, or an error),
         backing off (throttled), or back at the front (a twin of an earlier one in the batch)."""
         with _commit_guard:
+            # One orders table per batch (one market's requests always share it).
             batch: list[_Commit] = []
-            while queue and len(batch) < COMMIT_BATCH and queue[0].table == (batch[0].table if batch else queue[0].table):
+            while queue and len(batch) < COMMIT_BATCH and (not batch or queue[0].table == batch[0].table):
                 batch.append(queue.popleft())
             for entry in batch:
                 entry.state = _TAKEN
@@ -357,7 +358,7 @@ class OrderStore:
                 item = order_to_item(order)
                 if entry.outbox_pending:
                     item["outboxPending"] = 1
-                puts.append({"Put": {"TableName": self.table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}})
+                puts.append({"Put": {"TableName": entry.table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}})
             try:
                 once.transact_write_items(TransactItems=[*puts, sequences.claim(symbol, last, len(orders))])
             except (BotoCoreError, ClientError) as error:
