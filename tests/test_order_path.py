@@ -248,20 +248,20 @@ def wait_until(condition: Any, timeout_s: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def test_orders_that_arrive_during_a_commit_go_together_in_the_next(exchange: Exchange) -> None:
-    """Group commit: while one transaction is in flight, the market's next orders queue,
-    and the next one writes them all, numbered in queue order, with one counter claim."""
-    submit_order(exchange, "alice", order_payload(), "warm")  # seq 1; the process learns the counter
-    hold = HeldCommit()
+def behind_a_held_commit(exchange: Exchange, requests: list[tuple[str, str]], hold: HeldCommit | None = None) -> tuple[dict[Any, Any], HeldCommit]:
+    """Hold alice's "first" request's transaction (its leader keeps the market's lock),
+    queue `requests` behind it one at a time, in order, then let the commit go. Returns
+    every request's (order, created) and the hook's record."""
+    hold = hold or HeldCommit()
     results: dict[Any, Any] = {}
     aws.register_before_send(hold)
     try:
         first = submit_in_thread(exchange, "alice", "first", results)
         assert hold.holding.wait(10)
         later = []
-        for i in range(6):
-            later.append(submit_in_thread(exchange, f"trader-{i}", f"k-{i}", results))
-            wait_until(lambda: queued(exchange) == i + 1)  # queued in this order
+        for n, (client, key) in enumerate(requests, 1):
+            later.append(submit_in_thread(exchange, client, key, results))
+            wait_until(lambda: queued(exchange) == n)  # queued in this order
         hold.release.set()
         for thread in [first, *later]:
             thread.join(10)
@@ -269,6 +269,14 @@ def test_orders_that_arrive_during_a_commit_go_together_in_the_next(exchange: Ex
         hold.release.set()
         aws.unregister_before_send(hold)
     assert not [r for r in results.values() if isinstance(r, Exception)]
+    return results, hold
+
+
+def test_orders_that_arrive_during_a_commit_go_together_in_the_next(exchange: Exchange) -> None:
+    """Group commit: while one transaction is in flight, the market's next orders queue,
+    and the next one writes them all, numbered in queue order, with one counter claim."""
+    submit_order(exchange, "alice", order_payload(), "warm")  # seq 1; the process learns the counter
+    results, hold = behind_a_held_commit(exchange, [(f"trader-{i}", f"k-{i}") for i in range(6)])
     assert hold.sizes == [1, 6]  # the held one alone, then the six in one transaction
     orders = {client: order for (client, _, _), (order, created) in results.items() if created}
     assert orders["alice"].seq == 2
@@ -281,23 +289,7 @@ def test_orders_that_arrive_during_a_commit_go_together_in_the_next(exchange: Ex
 
 def test_a_replay_and_a_twin_in_one_batch_write_once_and_burn_no_number(exchange: Exchange) -> None:
     old, _ = submit_order(exchange, "alice", order_payload(), "old")  # seq 1
-    hold = HeldCommit()
-    results: dict[Any, Any] = {}
-    aws.register_before_send(hold)
-    try:
-        first = submit_in_thread(exchange, "alice", "first", results)
-        assert hold.holding.wait(10)
-        later = []
-        for n, (client, key) in enumerate([("alice", "old"), ("bob", "twin"), ("bob", "twin"), ("carol", "new")], 1):
-            later.append(submit_in_thread(exchange, client, key, results))
-            wait_until(lambda: queued(exchange) == n)
-        hold.release.set()
-        for thread in [first, *later]:
-            thread.join(10)
-    finally:
-        hold.release.set()
-        aws.unregister_before_send(hold)
-    assert not [r for r in results.values() if isinstance(r, Exception)]
+    results, _ = behind_a_held_commit(exchange, [("alice", "old"), ("bob", "twin"), ("bob", "twin"), ("carol", "new")])
     replay = [order for (client, key, _), (order, created) in results.items() if key == "old"]
     assert replay == [old]
     twins = sorted(((created, order) for (_, key, _), (order, created) in results.items() if key == "twin"), key=lambda t: t[0])
@@ -365,22 +357,7 @@ def test_a_throttled_batch_backs_off_and_every_order_lands_once(exchange: Exchan
     submit_order(exchange, "alice", order_payload(), "warm")
     hold = HeldCommit()
     hold.throttle_next = 1
-    results: dict[Any, Any] = {}
-    aws.register_before_send(hold)
-    try:
-        first = submit_in_thread(exchange, "alice", "first", results)
-        assert hold.holding.wait(10)
-        later = []
-        for i in range(4):
-            later.append(submit_in_thread(exchange, f"trader-{i}", f"k-{i}", results))
-            wait_until(lambda: queued(exchange) == i + 1)
-        hold.release.set()
-        for thread in [first, *later]:
-            thread.join(10)
-    finally:
-        hold.release.set()
-        aws.unregister_before_send(hold)
-    assert not [r for r in results.values() if isinstance(r, Exception)]
+    behind_a_held_commit(exchange, [(f"trader-{i}", f"k-{i}") for i in range(4)], hold)
     assert hold.sizes[:2] == [1, -4]  # the batch of four was throttled once, as a whole
     assert sum(size for size in hold.sizes if size > 0) == 5
     assert sorted(o.seq for o in exchange.stores[REGION].orders.scan_all()) == list(range(1, 7))
