@@ -12,9 +12,10 @@ TransactWriteItems (RegionStores.commit_fills: each trade only if absent, each s
 only if its order is still open). If that is refused (a redelivery, a race), it writes
 the trades the long way, one BatchGetItem (which are there already) and BatchWriteItem,
 and each status with its own conditional write. Then it publishes the orders one by
-one and deletes the applied ones in one DeleteMessageBatch (also when it stops or fails part-way, so only what it did not apply
-comes back). A message redelivered after its order was finished is a no-op that
-publishes nothing, so publishing before the delete repeats no event.
+one and deletes the applied ones in one DeleteMessageBatch (also when it stops or fails
+part-way, so only what it did not apply comes back). A message redelivered after its
+order was finished is a no-op that publishes nothing, so publishing before the delete
+repeats no event.
 
 Django-free: the Lambda handler, the local AZ tasks and the tests all call apply_message().
 """
@@ -140,7 +141,7 @@ def write_plans(stores: RegionStores, plans: dict[str, Planned], loaded: dict[st
     ]
     if stores.commit_fills(finals):
         return {order.order_id: True for order, *_ in finals}
-    trades = [t for *_, planned in finals for t in planned]
+    trades = [t for *_, of_order in finals for t in of_order]
     if trades:
         stores.trades.put_many_once(trades)
     return stores.orders.finish_many([(order, change, qty) for order, change, qty, _ in finals])
