@@ -54,7 +54,8 @@ class TradeAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "created", "last_used")
-    readonly_fields = ("token_hash", "prefix", "created", "last_used")
+    fields = ("user", "prefix", "created", "last_used")  # not the hash: operators view this page too
+    readonly_fields = ("prefix", "created", "last_used")
     search_fields = ("user__username", "prefix")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

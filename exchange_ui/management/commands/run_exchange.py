@@ -24,6 +24,7 @@ from trading import aws, events
 from trading.collector import settle_collector
 from trading.config import VAR_DIR
 from trading.motoserver import MotoServer
+from trading.operators import make_operator
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def ensure_demo_users() -> list[tuple[str, str, bool]]:
                 user.set_password(password)
                 user.save()
             saved[name] = password
+        if staff:
+            make_operator(user)
         logins.append((name, saved[name], staff))
     LOGINS_FILE.parent.mkdir(parents=True, exist_ok=True)
     LOGINS_FILE.write_text("".join(f"{n} {p}\n" for n, p in saved.items()))

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from trading.models import ApiToken
+from trading.operators import make_operator
 
 
 class Command(BaseCommand):
@@ -29,7 +30,6 @@ class Command(BaseCommand):
             if not options["create"]:
                 raise CommandError(f"no user {username!r}; pass --create to create it")
             user = users.objects.create_user(username=username, password=secrets.token_urlsafe(16))
-        if options["staff"] and not user.is_staff:
-            user.is_staff = True
-            user.save(update_fields=["is_staff"])
+        if options["staff"]:
+            make_operator(user)  # staff, and the operators group: admin shows every mirrored model
         self.stdout.write(ApiToken.issue(user))
