@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Router
 from ninja.errors import HttpError
 
-from faults.runner import ExperimentNotFound, ExperimentRunner, get_runner
+from faults.runner import ExperimentNotFound, ExperimentRunner, TooManyExperiments, get_runner
 from faults.templates import TemplateInvalid
 from trading.auth import require_staff
 
@@ -83,6 +83,8 @@ def start_experiment(request: HttpRequest) -> JsonResponse:
         return _json(runner.submit(body), 201)
     except TemplateInvalid as invalid:
         return _json({"errors": invalid.errors}, 400)
+    except TooManyExperiments as full:
+        return _json({"error": "too_many_experiments", "detail": str(full), "running": full.running, "limit": full.limit}, 409)
 
 
 @router.post("/preview", summary="The blast radius of a template, without running it")

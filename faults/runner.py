@@ -26,6 +26,7 @@ from faults.experiment import (
     resolve_targets,
 )
 from faults.injection import FaultPlane
+from faults.panel import fault_window
 from faults.templates import TemplateInvalid, builtin_template, builtin_templates, validate_template, with_duration
 from trading import events
 from trading.config import ExchangeConfig
@@ -44,6 +45,18 @@ class ExperimentNotFound(KeyError):
     pass
 
 
+class TooManyExperiments(Exception):
+    """Starting one more would take the experiments not yet final past the cap."""
+
+    def __init__(self, running: int, limit: int):
+        self.running = running
+        self.limit = limit
+        super().__init__(
+            f"{running} experiment(s) are already pending or running, the most this exchange runs at once "
+            f"(EXCHANGE_MAX_EXPERIMENTS={limit}); stop one or wait for one to end"
+        )
+
+
 class ExperimentRunner:
     def __init__(
         self,
@@ -56,6 +69,7 @@ class ExperimentRunner:
         seed: int | None = None,
         publish: Publish = events.publish,
         history_limit: int = 200,
+        max_running: int | None = None,
     ):
         self.plane = plane
         self.config = config
@@ -66,6 +80,7 @@ class ExperimentRunner:
         self.seed = config.seed if seed is None else seed
         self.publish = publish
         self.history_limit = history_limit
+        self.max_running = config.max_experiments if max_running is None else max_running
         self._lock = threading.RLock()
         self._experiments: dict[str, Experiment] = {}
         self._watches: dict[str, list[AlarmWatch]] = {}
@@ -147,11 +162,15 @@ class ExperimentRunner:
         return blast_radius(self._validate(body), self.config, self.seed)
 
     def submit(self, request: Any) -> dict[str, Any]:
-        """Validate and queue an experiment; raises TemplateInvalid (nothing runs)."""
+        """Validate and queue an experiment; raises TemplateInvalid or, when `max_running`
+        experiments are not final yet, TooManyExperiments (nothing runs)."""
         body, template_id, fidelity = self.resolve_request(request)
         plan = self._validate(body)
         now = self.clock()
         with self._lock:
+            live = sum(1 for e in self._experiments.values() if not e.is_final)
+            if live >= self.max_running:
+                raise TooManyExperiments(live, self.max_running)
             self._count += 1
             experiment_seed = self.seed * 1_000_003 + self._count
             digest = hashlib.sha256(f"{self.seed}:{self._count}:{now}".encode()).hexdigest().upper()
@@ -289,7 +308,13 @@ class ExperimentRunner:
         self.publish(
             events.EXPERIMENT_STATE,
             experiment.plan.region,
-            {**snapshot, "changes": [c.as_dict() for c in changes], "faults": self.plane.snapshot()},
+            {
+                **snapshot,
+                "changes": [c.as_dict() for c in changes],
+                "faults": self.plane.snapshot(),
+                # When its faults held, as the charts shade it: the part of the plan a trader sees.
+                "fault_window": fault_window(snapshot),
+            },
         )
 
 

@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from faults import panel
-from faults.runner import ExperimentNotFound, ExperimentRunner, get_runner
+from faults.runner import ExperimentNotFound, ExperimentRunner, TooManyExperiments, get_runner
 from faults.templates import TemplateInvalid
 from trading.auth import staff_page
 
@@ -114,6 +114,8 @@ def start(request: HttpRequest, template_id: str) -> HttpResponse:
         started = runner.submit(_run_request(request, template_id))
     except TemplateInvalid as invalid:
         return render(request, "faults/fragments.html#preview", {"tid": template_id, "errors": invalid.errors}, status=400)
+    except TooManyExperiments as full:
+        return render(request, "faults/fragments.html#too-many", {"tid": template_id, "full": full}, status=409)
     return render(request, "faults/fragments.html#started", {"tid": template_id, "x": started})
 
 

@@ -142,3 +142,25 @@ def test_it_never_answers_500_to_any_body(runner: ExperimentRunner, ops: Client,
     response = post(ops, "/api/experiments", body)
     assert response.status_code in {201, 400}
     runner.stop_all()
+
+
+def test_it_refuses_one_experiment_more_than_the_cap_with_409(ops: Client) -> None:
+    config = make_config(max_experiments=2)
+    capped = ExperimentRunner(FaultPlane(config), config, tick_s=0.05, seed=1).start()
+    set_runner(capped)
+    try:
+        first = post(ops, "/api/experiments", {"template": "partition", "duration": "PT1M"})
+        second = post(ops, "/api/experiments", {"template": "latency", "duration": "PT1M"})
+        assert first.status_code == 201 and second.status_code == 201
+        refused = post(ops, "/api/experiments", {"template": "az-loss", "duration": "PT1M"})
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "too_many_experiments"
+        assert refused.json()["running"] == 2 and refused.json()["limit"] == 2
+        assert "EXCHANGE_MAX_EXPERIMENTS" in refused.json()["detail"]
+        assert len(ops.get("/api/experiments").json()) == 2  # nothing queued for the refused one
+        # Once one ends, there is room again.
+        assert ops.post(f"/api/experiments/{first.json()['id']}/stop").status_code == 200
+        assert post(ops, "/api/experiments", {"template": "az-loss", "duration": "PT1M"}).status_code == 201
+    finally:
+        set_runner(None)
+        capped.close()

@@ -134,3 +134,19 @@ def test_it_starts_the_cpu_spike_with_idempotency_off_from_the_panel(runner: Exp
     ops.post("/experiments/stop-all/")
     wait_for(lambda: runner.plane.idempotent(), message="idempotency back on")
     assert runner.get(run["id"])["state"]["status"] in {"stopped", "stopping"}
+
+
+def test_it_says_why_an_experiment_past_the_cap_does_not_start(ops: Client) -> None:
+    config = make_config(max_experiments=1)
+    capped = ExperimentRunner(FaultPlane(config), config, tick_s=0.05, seed=1, publish=lambda *a: None).start()
+    set_runner(capped)
+    try:
+        assert ops.post("/experiments/templates/latency/start/", {"duration": "PT1M"}).status_code == 200
+        refused = ops.post("/experiments/templates/az-loss/start/", {"duration": "PT1M"})
+        assert refused.status_code == 409
+        body = refused.content.decode()
+        assert 'id="preview-az-loss"' in body and "Not started" in body and "the most this exchange runs at once (1)" in body
+        assert len(capped.history()) == 1
+    finally:
+        set_runner(None)
+        capped.close()

@@ -107,6 +107,8 @@ class ExchangeConfig:
     idempotency: bool = True
     # Per-account position limit per market (EXCHANGE_POSITION_LIMIT); absent: no limit.
     position_limits: Mapping[str, Decimal] = field(default_factory=dict)
+    # Experiments not yet final (pending, running, stopping) at once (EXCHANGE_MAX_EXPERIMENTS).
+    max_experiments: int = 4
 
     @property
     def market_symbols(self) -> tuple[str, ...]:
@@ -167,4 +169,5 @@ class ExchangeConfig:
             reroute=env_bool("EXCHANGE_REROUTE", True),
             idempotency=env_bool("EXCHANGE_IDEMPOTENCY", True),
             position_limits=position_limits,
+            max_experiments=env_int("EXCHANGE_MAX_EXPERIMENTS", 4, minimum=1),
         )

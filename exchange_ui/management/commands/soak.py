@@ -292,6 +292,8 @@ class Command(BaseCommand):
         window_s = orders / rate
         template_ids = [t.id for t in builtin_templates(config)]
         schedule = game_day_schedule(seed, window_s, template_ids)
+        # The game day may overlap every template at once: its runner's cap admits them all.
+        config = replace(config, max_experiments=max(config.max_experiments, len(schedule)))
         self.say(
             f"soak: seed {seed}, {orders} orders at {rate:g}/s over {window_s:.0f} s, regions {', '.join(config.regions)}"
             f" ({'one moto server' if one_moto else 'one moto server per region'})"
