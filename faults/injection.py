@@ -42,10 +42,6 @@ from trading.config import ExchangeConfig
 
 log = logging.getLogger(__name__)
 
-# Seconds each message costs a worker at 100 % CPU stress (scaled by the percent).
-CPU_STRESS_MAX_S = 0.5
-
-
 class Runtime(Protocol):
     """What the fault plane needs from the embedded runtime (exchange_ui.runtime)."""
 
@@ -136,12 +132,10 @@ class FaultPlane:
         runtime: Runtime | None = None,
         seed: int = 0,
         sleep: Callable[[float], None] = time.sleep,
-        cpu_stress_max_s: float = CPU_STRESS_MAX_S,
     ):
         self.config = config
         self.runtime = runtime
         self.sleep = sleep
-        self.cpu_stress_max_s = cpu_stress_max_s
         # The runtime wires the real CLIENT KILL here: called with (region, az).
         self.redis_failover: Callable[[str, str], None] | None = None
         self._lock = threading.RLock()
@@ -149,7 +143,7 @@ class FaultPlane:
         self._active: dict[Hashable, tuple[Effect, ...]] = {}
         self._view = FaultView()
         self._stopped: set[str] = set()  # AZs whose workers the plane stopped
-        self._base_slowdown: dict[str, float] = {}
+        self._base_stress: dict[str, int] = {}  # AZ -> its task's stress before the plane's
         self.injected: Counter[str] = Counter()
         self._installed = False
 
@@ -289,12 +283,13 @@ class FaultPlane:
                 elif not held and az in self._stopped and not _thread_alive(worker):
                     runtime.start_az(az)
                     self._stopped.discard(az)
+                # CPU stress: the task burns its own thread (simfill.stress) for the percent.
                 percent = view.cpu.get(az, 0)
                 if percent:
-                    base = self._base_slowdown.setdefault(az, float(worker.slowdown_s))
-                    worker.slowdown_s = base + self.cpu_stress_max_s * percent / 100
-                elif az in self._base_slowdown:
-                    worker.slowdown_s = self._base_slowdown.pop(az)
+                    base = self._base_stress.setdefault(az, int(worker.cpu_stress_percent))
+                    worker.cpu_stress_percent = max(base, percent)
+                elif az in self._base_stress:
+                    worker.cpu_stress_percent = self._base_stress.pop(az)
             # A runtime that reschedules a down AZ's task elsewhere does it now (the
             # embedded one; run-multi's supervisor does it from the control files).
             place = getattr(runtime, "place_stand_ins", None)

@@ -109,7 +109,7 @@ ACTION_KINDS: dict[str, ActionKind] = {
                 "workers": ParamSpec("int", low=0, high=1024),
                 "installDependencies": ParamSpec("choice", choices=("true", "false")),
             },
-            "slow the selected tasks' fill work",
+            "burn the selected tasks' CPU, so their fill work slows",
         ),
         ActionKind(
             "aws:ecs:task-network-latency",
@@ -796,8 +796,8 @@ def builtin_templates(config: ExchangeConfig, duration: str = "PT2M") -> tuple[B
             scenario="cpu-spike",
             fidelity=Fidelity(
                 "approximate",
-                "Real FIS runs stress-ng in the tasks through SSM; locally each message costs extra time "
-                "in proportion to the stress percent.",
+                "Real FIS runs stress-ng in the tasks through SSM; locally each task's own thread burns "
+                "CPU (hashing) for the stress percent of a 0.5 s slice before each message; `workers` is not modelled.",
                 "aws:ecs:task-cpu-stress",
             ),
             body={

@@ -26,7 +26,7 @@ from typing import Any
 
 DESIRED = "desired.json"
 STATUS = "workers.json"
-# {az: seconds}: CPU stress, written by the daphne process, followed by each worker process.
+# {az: percent}: CPU stress, written by the daphne process, followed by each worker process.
 STRESS = "stress.json"
 
 
@@ -60,18 +60,18 @@ class WorkerControl:
         write_json(self.directory / DESIRED, desired)
         self._read_at = 0.0
 
-    def set_slowdown(self, az: str, seconds: float) -> None:
+    def set_cpu_stress(self, az: str, percent: int) -> None:
         stress = read_json(self.directory / STRESS)
-        if float(stress.get(az, 0.0)) == seconds:
+        if stress.get(az, 0) == percent:
             return
-        stress[az] = seconds
+        stress[az] = percent
         write_json(self.directory / STRESS, stress)
 
-    def slowdown(self, az: str) -> float:
+    def cpu_stress(self, az: str) -> int:
         try:
-            return float(read_json(self.directory / STRESS).get(az, 0.0))
+            return int(read_json(self.directory / STRESS).get(az, 0))
         except (TypeError, ValueError):
-            return 0.0
+            return 0
 
     def status(self) -> dict[str, Any]:
         if time.monotonic() - self._read_at > self.cache_s:
@@ -115,13 +115,17 @@ class RemoteAzWorker:
         self.last_error = ""
 
     @property
-    def slowdown_s(self) -> float:
-        return self.control.slowdown(self.az)
+    def cpu_stress_percent(self) -> int:
+        return self.control.cpu_stress(self.az)
 
-    @slowdown_s.setter
-    def slowdown_s(self, seconds: float) -> None:
-        # CPU stress reaches the worker process through the control directory.
-        self.control.set_slowdown(self.az, float(seconds))
+    @cpu_stress_percent.setter
+    def cpu_stress_percent(self, percent: int) -> None:
+        # CPU stress reaches the worker process through the control directory; the
+        # process burns its own CPU (simfill.stress).
+        self.control.set_cpu_stress(self.az, int(percent))
+
+    def cpu_time_s(self) -> float | None:
+        return None  # another process's thread
 
     @property
     def alive(self) -> bool:
@@ -148,8 +152,8 @@ def attach_remote_workers(runtime: Any, directory: Path) -> WorkerControl:
     return control
 
 
-def follow_slowdown(worker: Any, directory: Path, az: str, stop: Any, interval_s: float = 0.5) -> None:
-    """In a worker process: keep `worker.slowdown_s` equal to what the control file says."""
+def follow_cpu_stress(worker: Any, directory: Path, az: str, stop: Any, interval_s: float = 0.5) -> None:
+    """In a worker process: keep `worker.cpu_stress_percent` equal to what the control file says."""
     control = WorkerControl(directory)
     while not stop.wait(interval_s):
-        worker.slowdown_s = control.slowdown(az)
+        worker.cpu_stress_percent = control.cpu_stress(az)

@@ -33,6 +33,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from simfill.engine import Outcome, OrderTerms, decide
+from simfill.stress import CpuStress
 from trading import events
 from trading.domain import Order, StatusChange, Trade, derive_trade_id
 from trading.queue import Message, OrderQueue
@@ -242,12 +243,30 @@ class AzWorker:
         self.thread: threading.Thread | None = None
         self.applied_count = 0
         self.last_error: str = ""
-        # Extra seconds each message takes (the fault plane's CPU stress sets it).
-        self.slowdown_s = 0.0
+        # The fault plane's CPU stress: burns this task's thread before each message.
+        self.stress = CpuStress()
 
     @property
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive() and not self.stop_event.is_set()
+
+    @property
+    def cpu_stress_percent(self) -> int:
+        return self.stress.percent
+
+    @cpu_stress_percent.setter
+    def cpu_stress_percent(self, percent: int) -> None:
+        self.stress.percent = int(percent)
+
+    def cpu_time_s(self) -> float | None:
+        """The CPU time the task's thread has used so far (None before it started or after it ended)."""
+        thread = self.thread
+        if thread is None or thread.ident is None or not thread.is_alive():
+            return None
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, AttributeError):  # the thread just ended, or no per-thread clocks here
+            return None
 
     def start(self) -> None:
         self.stop_event.clear()
@@ -285,7 +304,7 @@ class AzWorker:
             loaded = {order.order_id: order for order in self.stores.orders.get_many(ids)} if len(ids) > 1 else {}
             plans: dict[str, Planned] = {}
             finished: dict[str, bool | None] = {}
-            if len(messages) > 1 and not self.slowdown_s:
+            if len(messages) > 1 and not self.stress.percent:
                 items = [(m.body, loaded.get(str(m.body.get("order_id", "")))) for m in messages]
                 plans = plan_fills(self.stores, items, self.az, int(self.clock() * 1000), self.market_grid)
                 finished = write_plans(self.stores, plans, loaded, self.az) if plans else {}
@@ -296,8 +315,10 @@ class AzWorker:
                     # comes back after the visibility timeout, for a surviving AZ. (An order
                     # already finished in this batch is published and deleted still.)
                     continue
-                if self.slowdown_s:
-                    time.sleep(self.slowdown_s)
+                if self.stress.percent and not finished.get(order_id):
+                    self.stress.burn(self.stop_event)
+                    if self.stop_event.is_set():
+                        continue
                 applied = apply_message(
                     self.stores,
                     message.body,

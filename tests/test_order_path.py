@@ -556,7 +556,7 @@ def assert_fills_add_up(exchange: Exchange, orders: list[Any]) -> None:
 def test_a_task_stopped_part_way_deletes_only_what_it_applied(exchange: Exchange) -> None:
     orders = [submit_order(exchange, "alice", order_payload(qty="0.0100"), f"stop-{i}")[0] for i in range(4)]
     worker = worker_for(exchange)
-    worker.slowdown_s = 0.01  # a slowed task applies one message at a time, nothing planned ahead
+    worker.stress.slice_s, worker.cpu_stress_percent = 0.01, 100  # a stressed task applies one message at a time, nothing planned ahead
     messages = exchange.queues[REGION].receive(max_messages=10, wait_s=1, visibility_timeout=1)
     worker.on_applied = lambda applied: worker.stop() if worker.applied_count == 2 else None
     assert worker.process(messages) == 2

@@ -59,10 +59,10 @@ class Command(BaseCommand):
         if options["control"]:
             from pathlib import Path
 
-            from simfill.remote import follow_slowdown
+            from simfill.remote import follow_cpu_stress
 
             threading.Thread(
-                target=follow_slowdown,
+                target=follow_cpu_stress,
                 args=(worker, Path(options["control"]), az, worker.stop_event),
                 name="follow-stress",
                 daemon=True,
