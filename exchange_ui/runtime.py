@@ -251,7 +251,7 @@ class Runtime:
             # A fresh task, as ECS would start: the stopped one may still be unwinding.
             region = self.region_of(az)
             replacement = self._make_worker(region, az)
-            replacement.slowdown_s = worker.slowdown_s
+            replacement.cpu_stress_percent = worker.cpu_stress_percent
             self.workers[az] = replacement
             replacement.start()
 
@@ -275,7 +275,7 @@ class Runtime:
                     continue
                 stand_in = self._make_worker(self.region_of(lost), host)
                 host_worker = self.workers.get(host)
-                stand_in.slowdown_s = host_worker.slowdown_s if host_worker is not None else 0.0
+                stand_in.cpu_stress_percent = host_worker.cpu_stress_percent if host_worker is not None else 0
                 self.stand_ins[lost] = stand_in
                 stand_in.start()
                 log.info("AZ %s is down: its SimFill task runs in %s until it is back", lost, host)
@@ -287,7 +287,7 @@ class Runtime:
             # CPU stress on the host AZ reaches the tasks it hosts.
             host_worker = self.workers.get(worker.az)
             if host_worker is not None:
-                worker.slowdown_s = host_worker.slowdown_s
+                worker.cpu_stress_percent = host_worker.cpu_stress_percent
             views.append(
                 {"lost": lost, "host": worker.az, "name": stand_in_name(lost, worker.az), "alive": worker.alive, "applied": worker.applied_count}
             )
