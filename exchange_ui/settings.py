@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "template_partials",
     "channels",
+    "ninja",  # /api/docs renders Swagger UI from ninja's own static files, not from a CDN
     "exchange_ui",
     "trading",
     "simfill",
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "exchange_ui.api_input.ApiInputMiddleware",  # /api/: no control characters in path or query
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from exchange_ui import views
 from exchange_ui.api import api
@@ -17,4 +19,6 @@ urlpatterns = [
     path("reconcile/", include("reconcile_panel.urls")),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # Browsers ask for /favicon.ico on every page that names no icon (admin, JSON).
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
 ]
