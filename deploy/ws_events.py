@@ -6,7 +6,8 @@ One Lambda per region (stage `ws_<region>`) answers both:
   `{"type": "pong"}`), registered in Zappa 0.63's `zappa.websocket` route registry;
 - DynamoDB Streams records from the Orders and Trades tables: each change becomes the
   same frame as locally, `{"type", "region", "ts", "data"}`, posted to every connection
-  allowed to see it (`events.visible_to`), through `apigatewaymanagementapi`; a
+  as `events.visible_to` shows it to that user (whole, anonymous, or not at all), through
+  `apigatewaymanagementapi`; a
   connection that is gone (GoneException) is pruned.
 
 `zappa.websocket` is imported by name, not with an import statement: Zappa's CLI walks
@@ -148,7 +149,8 @@ def push(
     if not frames:
         return {"sent": 0, "pruned": 0}
     for connection in store.all():
-        visible = [f for f in frames if events.visible_to(f, connection.username, connection.is_staff)]
+        viewer = events.Viewer(connection.username, connection.is_staff)
+        visible = [shown for shown in (events.visible_to(f, viewer) for f in frames) if shown is not None]
         client = client_for(connection.endpoint)
         for frame in visible:
             try:

@@ -94,3 +94,39 @@ def test_it_registers_the_websocket_routes_zappa_requires() -> None:
     assert websocket.get_handler("$default") is ws_events.on_message
     assert ws_events.bearer_token({"headers": {"Authorization": "Bearer abc"}}) == "abc"
     assert ws_events.bearer_token({"queryStringParameters": {"token": "xyz"}}) == "xyz"
+
+
+class RecordingClient:
+    """Stands in for apigatewaymanagementapi: what each connection was sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[dict[str, Any]]] = {}
+
+    def post_to_connection(self, ConnectionId: str, Data: bytes) -> None:  # noqa: N803 (boto3's names)
+        self.sent.setdefault(ConnectionId, []).append(json.loads(Data))
+
+
+def test_it_pushes_a_trader_only_the_anonymous_tape_of_another_clients_fills(exchange: Any) -> None:
+    order, _ = submit_order(exchange, "alice", order_payload(), "key-1")
+    market = exchange.config.market("BTC-USD")
+    apply_message(exchange.stores[REGION], {"type": "OrderAccepted", "order_id": order.order_id}, "us-east-1a", lambda: 1_800_000_000.0, lambda s: (market.tick, market.lot))
+    names = table_names(exchange.config.table_prefix)
+    frames = [
+        *ws_events.frames_for(ws_events.records_from_event(lambda_stream_event(REGION, names["orders"]))),
+        *ws_events.frames_for(ws_events.records_from_event(lambda_stream_event(REGION, names["trades"]))),
+    ]
+    assert any(f["type"] == "trade.executed" for f in frames)
+    ensure_connections_table(REGION, exchange.config.table_prefix)
+    store = ws_events.ConnectionStore(REGION, connections_table_name(exchange.config.table_prefix))
+    endpoint = "https://abc.execute-api.us-east-1.amazonaws.com/ws"
+    for connection_id, username, staff in (("alice-1", "alice", False), ("bob-1", "bob", False), ("ops-1", "ops", True)):
+        store.put(ws_events.Connection(connection_id, endpoint, username, staff), now_s=1_800_000_000)
+    client = RecordingClient()
+
+    ws_events.push(frames, store, lambda endpoint: client)
+
+    assert client.sent["alice-1"] == frames and client.sent["ops-1"] == frames
+    bobs = client.sent["bob-1"]
+    assert [f["type"] for f in bobs] == ["trade.executed" for f in frames if f["type"] == "trade.executed"]
+    assert "alice" not in json.dumps(bobs) and order.order_id not in json.dumps(bobs)
+    assert all({"price", "qty", "symbol", "region", "ts_ms"} <= set(f["data"]) for f in bobs)

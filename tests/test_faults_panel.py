@@ -94,7 +94,7 @@ def test_it_pushes_the_latest_state_of_each_experiment_as_a_gantt(runner: Experi
     reduced, _ = coalesce(captured)
     states = [e for e in reduced if e["type"] == ev.EXPERIMENT_STATE]
     assert len(states) == 1 and states[0]["data"]["state"]["status"] == "running"
-    frame = render_dashboard_frame(reduced, 1, False)
+    frame = render_dashboard_frame(reduced, 1, False, staff=True)
     assert f'id="exp-{experiment["id"]}"' in frame and 'data-upsert-into="#experiment-list"' in frame
     assert "gantt-run state-running" in frame
     assert f'id="fault-window-{experiment["id"]}"' in frame

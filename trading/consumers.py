@@ -21,8 +21,8 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from exchange_ui.push import EVENTS_GROUP
-from trading.events import RECENT, visible_to
-from trading.fragments import coalesce, render_dashboard_frame
+from trading.events import RECENT, Viewer, visible_to
+from trading.fragments import QueuedOrders, coalesce, render_dashboard_frame
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
             return
         self.username = user.get_username()
         self.is_staff = bool(user.is_staff)
+        self.viewer = Viewer(self.username, self.is_staff)
         self.buffer: list[dict[str, Any]] = []
         self.overflowed = False
         self.seq = 0
@@ -119,7 +120,10 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
         # never more than REPLAY_WINDOW_MS (a reconnect resynchronises from the store).
         floor = int(time.time() * 1000) - REPLAY_WINDOW_MS
         missed = RECENT.since(max(since - MIRROR_SLACK_MS, floor))
-        self.buffer.extend(e for e in missed if visible_to(e, self.username, self.is_staff))
+        for event in missed:
+            shown = visible_to(event, self.viewer)
+            if shown is not None:
+                self.buffer.append(shown)
         if self.buffer:
             self.wakeup.set()
 
@@ -156,12 +160,13 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
             self.wakeup.set()
 
     def queue(self, event: dict[str, Any]) -> bool:
-        if not visible_to(event, self.username, self.is_staff):
+        shown = visible_to(event, self.viewer)
+        if shown is None:
             return False
         if len(self.buffer) >= MAX_BUFFER:
             self.buffer.clear()
             self.overflowed = True
-        self.buffer.append(event)
+        self.buffer.append(shown)
         return True
 
     async def exchange_failover(self, message: dict[str, Any]) -> None:
@@ -205,13 +210,19 @@ class DashboardConsumer(BufferedEventsConsumer):
     flush_interval_s = DASHBOARD_FLUSH_INTERVAL_S
     flush_burst = DASHBOARD_FLUSH_BURST
 
+    async def connect(self) -> None:
+        self.queued = QueuedOrders()
+        await super().connect()
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         return  # the dashboard socket is push-only
 
     async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
         reduced, cut = coalesce(batch)
+        again = self.queued.follow(reduced)
         self.seq += 1
-        await self.send(text_data=render_dashboard_frame(reduced, self.seq, resync=overflowed or cut, staff=self.is_staff))
+        frame = render_dashboard_frame(again + reduced, self.seq, resync=overflowed or cut, staff=self.is_staff, down=self.queued.down)
+        await self.send(text_data=frame)
 
 
 class EventsConsumer(BufferedEventsConsumer):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -30,8 +31,31 @@ BACKPRESSURE = "backpressure"
 METRICS = "metrics"
 EXPERIMENT_STATE = "experiment.state"
 
-# Events that concern one client's orders; everything else is market-wide or operational.
-PRIVATE_TYPES = {ORDER_ACCEPTED, ORDER_STATUS, PNL_ADJUSTED}
+# Who sees what (visible_to). Staff see every event whole. A trader sees:
+# - their own orders and adjustments, and nobody else's;
+PRIVATE_TYPES = frozenset({ORDER_ACCEPTED, ORDER_STATUS, PNL_ADJUSTED})
+# - market-wide figures as published;
+PUBLIC_TYPES = frozenset({REGION_HEALTH, BACKPRESSURE, METRICS})
+# - fills and reconcile decisions whole when they are about their own order, and otherwise
+#   only the anonymous part: what the tape and its reorg marks show, never a client, an
+#   order id or a counterparty;
+ANONYMOUS_FIELDS: dict[str, frozenset[str]] = {
+    TRADE_EXECUTED: frozenset({"trade_id", "symbol", "side", "qty", "price", "region", "fill_az", "seq", "ts_ms"}),
+    TRADE_CONFLICTED: frozenset(
+        {"conflict_id", "kind", "symbol", "regions", "standing_region", "trade_ids", "standing_trade_ids", "compensated_trade_ids", "decided_ms"}
+    ),
+    TRADE_COMPENSATED: frozenset(
+        {"compensation_id", "conflict_id", "trade_id", "trade_ids", "exec_type", "exec_type_name", "symbol", "region", "regions", "decided_ms"}
+    ),
+    # - of an experiment, that it runs, its public name, when its faults held and what the
+    #   banner says; never its targets, actions, parameters, stop conditions or tags.
+    EXPERIMENT_STATE: frozenset(
+        {"id", "template_id", "description", "region", "state", "creation_time", "start_time", "end_time", "fault_window", "faults"}
+    ),
+}
+# The fault plane's part the banner words are made of (faults.panel.fault_summary).
+BANNER_FAULT_FIELDS = frozenset({"regions_down", "azs_down", "partitions", "throttles", "latencies", "cpu_stress", "workers_stopped"})
+# A type with no rule above is shown to staff only.
 
 Event = dict[str, Any]
 Sink = Callable[[Event], None]
@@ -91,10 +115,73 @@ def publish(event_type: str, region: str, data: dict[str, Any], ts_ms: int | Non
     return event
 
 
-def visible_to(event: Event, username: str, is_staff: bool) -> bool:
-    if is_staff or event["type"] not in PRIVATE_TYPES:
-        return True
-    return bool(event["data"].get("client") == username)
+@dataclass(frozen=True)
+class Viewer:
+    """Who a socket delivers to."""
+
+    username: str
+    is_staff: bool = False
+
+
+def visible_to(event: Event, viewer: Viewer) -> Event | None:
+    """What `viewer` may receive of `event`: the event itself, its anonymous copy, or None.
+
+    The one visibility policy: every delivery path (both sockets, their `?since=` replay,
+    the API Gateway pusher) asks it. The anonymous copy of an event is built once and
+    shared by every socket that receives it."""
+    if viewer.is_staff:
+        return event
+    kind = event["type"]
+    if kind in PUBLIC_TYPES:
+        return event
+    data = event.get("data") or {}
+    own = bool(viewer.username) and data.get("client") == viewer.username
+    if kind in PRIVATE_TYPES:
+        return event if own else None
+    if kind in ANONYMOUS_FIELDS:
+        return event if own and kind != EXPERIMENT_STATE else ANONYMOUS.copy_of(event)
+    return None
+
+
+def anonymous_copy(event: Event) -> Event:
+    """The event with only the fields its type shows to everyone (ANONYMOUS_FIELDS)."""
+    kind = event["type"]
+    fields = ANONYMOUS_FIELDS.get(kind, frozenset())
+    data = {key: value for key, value in (event.get("data") or {}).items() if key in fields}
+    if kind == EXPERIMENT_STATE:
+        state = data.get("state")
+        if isinstance(state, dict):
+            data["state"] = {"status": state.get("status")}
+        faults = data.get("faults")
+        if isinstance(faults, dict):
+            data["faults"] = {key: value for key, value in faults.items() if key in BANNER_FAULT_FIELDS}
+    return {**event, "data": data}
+
+
+class AnonymousCopies:
+    """Each event's anonymous copy, made once for all the sockets that receive it (so the
+    sockets' shared JSON cache encodes it once too). Entries hold their event, so an id
+    is never reused while cached; events are not changed after they are published."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._copies: OrderedDict[int, tuple[Event, Event]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def copy_of(self, event: Event) -> Event:
+        with self._lock:
+            hit = self._copies.get(id(event))
+            if hit is not None and hit[0] is event:
+                return hit[1]
+        copy = anonymous_copy(event)
+        with self._lock:
+            self._copies[id(event)] = (event, copy)
+            if len(self._copies) > self.size:
+                self._copies.popitem(last=False)
+        return copy
+
+
+ANONYMOUS = AnonymousCopies()
 
 
 def _text(value: Decimal) -> str:
@@ -132,6 +219,7 @@ def trade_data(trade: Trade) -> dict[str, Any]:
         "price": _text(trade.price),
         "buy_order": trade.buy_order,
         "sell_order": trade.sell_order,
+        "client": trade.client,
         "region": trade.region,
         "fill_az": trade.fill_az,
         "seq": trade.seq,

@@ -2,16 +2,21 @@
 
 coalesce() is pure: the newest state of each order, region and metric wins, trades are
 capped per frame (the rest is recovered by a resync). render_dashboard_frame() renders
-the htmx out-of-band fragments for one frame.
+the htmx out-of-band fragments for one frame. QueuedOrders follows, per socket, which
+regions are down and which open orders the page shows, so an order waiting in a down
+region's queue says so, and says so again when the region comes back.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from django.template.loader import render_to_string
 
 from trading import events as ev
+from trading.domain import OPEN_STATUSES
 
 MAX_TRADES_PER_FRAME = 40
 MAX_ORDERS_PER_FRAME = 60
@@ -66,13 +71,74 @@ def order_context(data: dict[str, Any]) -> dict[str, Any]:
     return {"o": data}
 
 
-def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False) -> str:
-    """One socket frame. `staff`: the reconcile panel's rows (they name accounts) are included."""
+# Open orders a socket remembers, to show again when their region goes down or comes back.
+MAX_OPEN_FOLLOWED = 500
+
+
+def down_regions(regions: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """The regions a list of region views (Runtime.regions(), region.health data) calls down."""
+    return frozenset(r["region"] for r in regions if r.get("status") == "down")
+
+
+def with_region_state(order: dict[str, Any], down: Collection[str]) -> dict[str, Any]:
+    """The order as a row shows it: an open order accepted in a region that is down waits
+    in that region's FIFO queue (`queued_in`) until the region is back and fills it."""
+    if order.get("status") in OPEN_STATUSES and order.get("region") in down:
+        return {**order, "queued_in": order["region"]}
+    return order
+
+
+class QueuedOrders:
+    """One socket's view of the regions that are down and of the open orders it has shown.
+
+    A region's outage changes no order, so no order event would re-render the rows already
+    on the page: when a region goes down or comes back, follow() hands back the open orders
+    of that region this socket has shown, to render again with the region's new state.
+    """
+
+    def __init__(self, max_open: int = MAX_OPEN_FOLLOWED):
+        self.down: frozenset[str] = frozenset()
+        self.max_open = max_open
+        self._open: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def follow(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take in a (coalesced) batch; return the order events to render again."""
+        shown: set[str] = set()
+        health: list[dict[str, Any]] = []
+        for event in batch:
+            if event["type"] in (ev.ORDER_ACCEPTED, ev.ORDER_STATUS):
+                data = event["data"]
+                order_id = data.get("order_id", "")
+                shown.add(order_id)
+                self._open.pop(order_id, None)
+                if data.get("status") in OPEN_STATUSES:
+                    self._open[order_id] = data
+                    while len(self._open) > self.max_open:
+                        self._open.popitem(last=False)
+            elif event["type"] == ev.REGION_HEALTH:
+                health.append(event["data"])
+        if not health:
+            return []
+        reported = {h["region"] for h in health}
+        was, self.down = self.down, (self.down - reported) | down_regions(health)
+        changed = was ^ self.down
+        return [
+            {"type": ev.ORDER_STATUS, "region": data["region"], "data": data}
+            for order_id, data in self._open.items()
+            if data.get("region") in changed and order_id not in shown
+        ]
+
+
+def render_dashboard_frame(
+    batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False, down: Collection[str] = ()
+) -> str:
+    """One socket frame. `staff`: the reconcile panel's rows (they name accounts) are included.
+    `down`: the regions that are down, whose open orders wait in their queues."""
     parts = [render_to_string("trading/fragments.html#live-seq", {"seq": seq, "resync": resync})]
     for event in batch:
         kind = event["type"]
         if kind in (ev.ORDER_ACCEPTED, ev.ORDER_STATUS):
-            parts.append(render_to_string("trading/fragments.html#order-row", {"o": event["data"], "oob": True}))
+            parts.append(render_to_string("trading/fragments.html#order-row", {"o": with_region_state(event["data"], down), "oob": True}))
         elif kind == ev.TRADE_EXECUTED:
             parts.append(render_to_string("trading/fragments.html#trade-row", {"t": event["data"], "oob": True}))
         elif kind == ev.REGION_HEALTH:
@@ -89,7 +155,7 @@ def render_dashboard_frame(batch: list[dict[str, Any]], seq: int, resync: bool, 
         parts.append(render_to_string("reconcile_panel/fragments.html#mine-refresh"))
     experiments = [event for event in batch if event["type"] == ev.EXPERIMENT_STATE]
     if experiments:
-        parts.append(render_experiments(experiments))
+        parts.append(render_experiments(experiments, staff))
     return "".join(parts)
 
 
@@ -115,8 +181,10 @@ def render_reconcile_event(event: dict[str, Any], staff: bool) -> str:
     return "".join(parts)
 
 
-def render_experiments(experiments: list[dict[str, Any]]) -> str:
-    """experiment.state: each run's card and fault window; once per frame the faults banner and the lever."""
+def render_experiments(experiments: list[dict[str, Any]], staff: bool = False) -> str:
+    """experiment.state: each run's fault window and, for staff, its card; once per frame the
+    faults banner and, for staff, the lever. A trader's copy of the event holds no plan
+    (trading.events.visible_to): it shades the charts and fills the banner."""
     import time
 
     from faults import panel
@@ -126,11 +194,14 @@ def render_experiments(experiments: list[dict[str, Any]]) -> str:
     parts = []
     for event in experiments:
         snapshot = event["data"]
-        parts.append(render_to_string("faults/fragments.html#experiment", {**panel.experiment_context(snapshot, now_ms), "oob": True}))
-        parts.append(render_to_string("faults/fragments.html#fault-window", {"w": panel.fault_window(snapshot)}))
-    runner = get_runner()
-    running = sum(1 for x in runner.running()) if runner is not None else 0
+        if staff:
+            parts.append(render_to_string("faults/fragments.html#experiment", {**panel.experiment_context(snapshot, now_ms), "oob": True}))
+        window = snapshot["fault_window"] if "fault_window" in snapshot else panel.fault_window(snapshot)
+        parts.append(render_to_string("faults/fragments.html#fault-window", {"w": window}))
     words = panel.fault_summary(experiments[-1]["data"].get("faults"))
     parts.append(render_to_string("faults/fragments.html#banner-faults", {"fault_words": words, "oob": True}))
-    parts.append(render_to_string("faults/fragments.html#lever", {"running_count": running, "oob": True}))
+    if staff:
+        runner = get_runner()
+        running = sum(1 for x in runner.running()) if runner is not None else 0
+        parts.append(render_to_string("faults/fragments.html#lever", {"running_count": running, "oob": True}))
     return "".join(parts)
