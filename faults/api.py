@@ -6,7 +6,6 @@ FIS template of any shape is answered with per-field errors, never a 500.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -14,14 +13,12 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Router
 from ninja.errors import HttpError
 
+from exchange_ui.api_input import BodyNotJson, read_json_body
 from faults.runner import ExperimentNotFound, ExperimentRunner, TooManyExperiments, get_runner
 from faults.templates import TemplateInvalid
 from trading.auth import require_staff
 
 router = Router(tags=["experiments"])
-
-MAX_BODY_BYTES = 256 * 1024
-
 
 def _json(data: Any, status: int = 200) -> JsonResponse:
     return JsonResponse(data, status=status, safe=False, encoder=DjangoJSONEncoder)
@@ -43,13 +40,11 @@ def _guard(request: HttpRequest) -> tuple[ExperimentRunner | None, JsonResponse 
 
 
 def _body(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
-    raw = request.body
-    if len(raw) > MAX_BODY_BYTES:
-        return None, _error(413, "too_large", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    # Over the upload limit, read_json_body raises RequestDataTooBig: a 413 from exchange_ui/api.py.
     try:
-        return json.loads(raw or b"null"), None
-    except (ValueError, UnicodeDecodeError):
-        return None, _json({"errors": {"body": ["must be a JSON object (an FIS experiment template or {\"template\": id})"]}}, 400)
+        return read_json_body(request), None
+    except BodyNotJson as not_json:
+        return None, _json({"errors": {"body": [f"{not_json} Send an FIS experiment template or {{\"template\": id}}."]}}, 400)
 
 
 @router.get("/templates", summary="The built-in FIS experiment templates")

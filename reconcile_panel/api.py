@@ -16,6 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Status
 
+from exchange_ui.api_input import parse_whole_number
 from reconcile_panel.history import check
 from reconcile_panel.reconciler import KINDS, RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT, record_json
 from reconcile_panel.store import ReconcileStore, load_history
@@ -47,9 +48,10 @@ def _store(config: ExchangeConfig, region: str | None) -> ReconcileStore | Reply
 def _limit(raw: str | None) -> int | Reply:
     if raw is None or raw == "":
         return 200
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    count = parse_whole_number(raw)
+    if count is None or not 1 <= count <= MAX_LIMIT:
         return _error(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return count
 
 
 def _newest_first(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

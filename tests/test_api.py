@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import User
@@ -251,3 +252,82 @@ def test_a_lookup_overtaken_by_a_revocation_does_not_cache_what_it_read(alice: U
         patched.setattr(auth.ApiToken, "objects", Racing())
         assert auth.user_for_token(token) == alice  # it was valid when read
     assert auth.user_for_token(token) is None  # and is not served from the cache after
+
+
+# Inputs that once answered 500: each class gets a 4xx JSON error (tests/test_fuzz_api.py
+# fuzzes the same classes over every operation).
+
+
+@pytest.fixture
+def staff_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    from faults.runner import set_runner
+
+    set_runner(runtime.runner)
+    yield runtime
+    set_runner(None)
+
+
+def assert_json_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.content[:300]
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    if code is not None:
+        assert body["error"] == code and body["detail"], body
+    else:
+        assert body["errors"] and all(isinstance(m, list) and m for m in body["errors"].values()), body
+    return body
+
+
+def test_it_answers_413_to_a_body_over_64_kib_on_every_endpoint_that_reads_one(staff_runtime: Runtime, alice: User, ops: User) -> None:
+    big = json.dumps({**order_payload(), "pad": "x" * (64 * 1024)})
+    response = post_order(Client(), bearer(alice), big, raw=True)
+    assert_json_error(response, 413, "payload_too_large")
+    for url in ("/api/experiments", "/api/experiments/preview"):
+        assert_json_error(Client().post(url, data=big, content_type="application/json", **bearer(ops)), 413, "payload_too_large")
+    assert sum(1 for _ in staff_runtime.exchange.stores["us-east-1"].orders.scan_all()) == 0
+
+
+@pytest.mark.parametrize("depth", [40, 900, 5000])
+def test_it_answers_400_to_deeply_nested_json(staff_runtime: Runtime, alice: User, ops: User, depth: int) -> None:
+    nested = '{"template": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+    for url in ("/api/experiments", "/api/experiments/preview"):
+        assert_json_error(Client().post(url, data=nested, content_type="application/json", **bearer(ops)), 400)
+    assert_json_error(post_order(Client(), bearer(alice), "[" * depth + "]" * depth, raw=True), 400)
+
+
+@pytest.mark.parametrize("limit", ["²", "١٢", "１２", "1_0", " 12", "12.0", "+5", "0x10", ""])
+def test_it_answers_400_to_a_limit_that_is_not_plain_ascii_digits(runtime: Runtime, ops: User, limit: str) -> None:
+    client, auth = Client(), bearer(ops)
+    for url in ("/api/reconcile/conflicts", "/api/reconcile/adjustments", "/api/orders", "/api/trades"):
+        if limit == "" and url.startswith("/api/reconcile"):
+            continue  # an empty limit there means the default
+        body = assert_json_error(client.get(url, {"limit": limit}, **auth), 400, "bad_limit" if "reconcile" in url else None)
+        assert "limit" in body.get("errors", {"limit": ""}), body
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "99999999999999999999"])
+def test_it_answers_400_to_a_reconcile_limit_out_of_range(runtime: Runtime, ops: User, limit: str) -> None:
+    for url in ("/api/reconcile/conflicts", "/api/reconcile/adjustments"):
+        assert_json_error(Client().get(url, {"limit": limit}, **bearer(ops)), 400, "bad_limit")
+
+
+@pytest.mark.parametrize("text", ["\x00", "BTC\x00USD", "\x1b[2J", "\x7f", "\u0085", "line\nbreak"])
+def test_it_refuses_control_characters_in_query_and_path(runtime: Runtime, alice: User, text: str) -> None:
+    client, auth = Client(), bearer(alice)
+    for name in ("status", "symbol"):
+        body = assert_json_error(client.get("/api/orders", {name: text}, **auth), 400)
+        assert list(body["errors"]) == [name]
+    assert_json_error(client.get("/api/trades", {"symbol": text}, **auth), 400)
+    quoted = quote(f"O{text}", safe="")
+    for method in (client.get, client.delete):
+        assert_json_error(method(f"/api/orders/{quoted}", **auth), 400, "invalid_path")
+
+
+def test_it_answers_json_for_an_unknown_route_or_a_wrong_method(runtime: Runtime, alice: User) -> None:
+    client, auth = Client(), bearer(alice)
+    assert_json_error(client.get("/api/nope", **auth), 404, "not_found")
+    assert_json_error(client.get("/api/orders/", **auth), 404, "not_found")
+    wrong = client.put("/api/regions", **auth)
+    assert_json_error(wrong, 405, "method_not_allowed")
+    assert wrong["Allow"] == "GET"
+    assert Client().get("/nope/").status_code == 404 and not Client().get("/nope/")["Content-Type"].startswith("application/json")

@@ -6,7 +6,6 @@ JSON number, so a float never exists; the schema below is for the OpenAPI docume
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router
 
+from exchange_ui.api_input import BodyNotJson, QueryCount, read_json_body
 from exchange_ui.runtime import get_exchange, get_runtime
 from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order, locate_order, submit_order
@@ -65,17 +65,12 @@ def field_errors(errors: dict[str, list[str]]) -> JsonResponse:
 
 
 def parse_json_body(request: HttpRequest) -> Any:
-    errors = ValidationErrors()
-    try:
-        text = request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        errors.add("__all__", "The body must be UTF-8 JSON.")
-        raise errors from None
     try:
         # Every JSON number becomes a Decimal; NaN/Infinity are refused by validation.
-        return json.loads(text, parse_float=Decimal, parse_int=Decimal)
-    except (ValueError, RecursionError):
-        errors.add("__all__", "The body must be a JSON object.")
+        return read_json_body(request, decimal_numbers=True)
+    except BodyNotJson as not_json:
+        errors = ValidationErrors()
+        errors.add("__all__", str(not_json))
         raise errors from None
 
 
@@ -160,7 +155,7 @@ def post_order(request: HttpRequest) -> HttpResponse:
 
 
 @router.get("/orders", summary="The caller's orders (staff: all), newest first")
-def list_orders(request: HttpRequest, limit: int = 100, symbol: str | None = None, status: str | None = None) -> HttpResponse:
+def list_orders(request: HttpRequest, limit: QueryCount = 100, symbol: str | None = None, status: str | None = None) -> HttpResponse:
     query = models.Order.objects.all()
     if not request.user.is_staff:
         query = query.filter(client=request.user.get_username())
@@ -228,7 +223,7 @@ def delete_order(request: HttpRequest, order_id: str) -> HttpResponse:
 
 @router.get("/trades", summary="The tape, newest first")
 def list_trades(
-    request: HttpRequest, symbol: str | None = None, region: str | None = None, executed_in: str | None = None, limit: int = 100
+    request: HttpRequest, symbol: str | None = None, region: str | None = None, executed_in: str | None = None, limit: QueryCount = 100
 ) -> HttpResponse:
     ex = get_exchange()
     limit = max(1, min(limit, MAX_LIST))
