@@ -20,6 +20,7 @@ from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order
 from trading.domain import Order, Trade, ValidationErrors
 from trading.events import order_data, trade_data
 from trading.limits import PositionLimitExceeded
+from trading.mirror import with_recent_orders, with_recent_trades
 
 router = Router(tags=["orders"])
 
@@ -164,7 +165,13 @@ def list_orders(request: HttpRequest, limit: QueryCount = 100, symbol: str | Non
     if status:
         query = query.filter(status=status[:12])
     limit = max(1, min(limit, MAX_LIST))
-    return JsonResponse({"orders": [mirror_order_json(o) for o in query.order_by("-created_ms")[:limit]]})
+    # The mirror trails the tables: the caller's own newest orders come from the tables
+    # too, so an order answered 201 is in the very next listing (with its latest status).
+    rows = with_recent_orders(
+        get_exchange(), list(query.order_by("-created_ms")[:limit]), request.user.get_username(), limit,
+        symbol=symbol[:20] if symbol else None, status=status[:12] if status else None,
+    )
+    return JsonResponse({"orders": [mirror_order_json(o) for o in rows]})
 
 
 def visible_order(request: HttpRequest, order_id: str) -> Order | None:
@@ -247,7 +254,13 @@ def list_trades(
         query = query.filter(symbol=symbol[:20])
     if executed_in:
         query = query.filter(region=executed_in)
-    return JsonResponse({"trades": [mirror_trade_json(t) for t in query.order_by("-ts_ms", "-trade_id")[:limit]]})
+    # Each region's newest fills from its own table too: a fill an order reports is on
+    # the tape even while the mirror trails (after a heal, say).
+    rows = with_recent_trades(
+        ex, list(query.order_by("-ts_ms", "-trade_id")[:limit]), [executed_in] if executed_in else list(ex.config.regions), limit,
+        symbol=symbol[:20] if symbol else None,
+    )
+    return JsonResponse({"trades": [mirror_trade_json(t) for t in rows]})
 
 
 @router.get("/regions", summary="Each region: status, AZs and workers, queue depth, replication lag")

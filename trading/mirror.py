@@ -6,17 +6,21 @@ re-read stream batch, a late replica) does not overwrite a newer one.
 
 from __future__ import annotations
 
-
 import logging
 import queue
 import threading
+from typing import TYPE_CHECKING
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.db import close_old_connections, transaction
 
 from trading import models
 from trading.domain import Order, Trade
 from trading.store import order_from_item, trade_from_item
 from trading.streams import ChangeRecord
+
+if TYPE_CHECKING:
+    from trading.actions import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,70 @@ def apply_records(records: list[ChangeRecord]) -> None:
                 [models.Trade(**{name: getattr(t, name) for name in TRADE_FIELDS}) for t in trades.values()],
                 ignore_conflicts=True,
             )
+
+
+# --- reads that must not trail the tables ----------------------------------------------
+#
+# The mirror trails the Streams (by the stream readers' poll and its own queue; after a
+# heal, by the replication backlog's drain). A listing read from it alone can miss an
+# order answered 201 a moment ago, or the fills an order already reports. These merge
+# the newest window read from the tables themselves (their indexes: one Query per
+# region, bounded by the listing's limit) into what the mirror holds; a region that is
+# down or does not answer is left to the mirror. Any process can do this: it needs the
+# tables, not the process that feeds the mirror.
+
+
+def order_row(order: Order) -> models.Order:
+    """An order read from its table, as an (unsaved) mirror row: the listing's one shape."""
+    return models.Order(order_id=order.order_id, **{name: getattr(order, name) for name in ORDER_FIELDS})
+
+
+def trade_row(trade: Trade) -> models.Trade:
+    return models.Trade(**{name: getattr(trade, name) for name in TRADE_FIELDS})
+
+
+def _answering(ex: Exchange, regions: list[str]) -> list[str]:
+    return [region for region in regions if ex.region_up(region)]
+
+
+def with_recent_orders(
+    ex: Exchange, rows: list[models.Order], client: str, limit: int, symbol: str | None = None, status: str | None = None
+) -> list[models.Order]:
+    """`rows` (the mirror's listing, newest first) with `client`'s newest orders as the
+    tables hold them: orders the mirror lacks are added, stale ones replaced (never
+    backwards). Filters apply to the fresh versions. Newest first, at most `limit`."""
+    merged = {row.order_id: row for row in rows}
+    for region in _answering(ex, list(ex.config.regions)):
+        try:
+            fresh = ex.stores[region].orders.newest_of_client(client, limit)
+        except (BotoCoreError, ClientError) as error:
+            log.debug("recent orders of %s in %s: %s", client, region, error)
+            continue
+        for order in fresh:
+            held = merged.get(order.order_id)
+            if held is None or supersedes((held.updated_ms, held.status), order):
+                merged[order.order_id] = order_row(order)
+    kept = [row for row in merged.values() if (not symbol or row.symbol == symbol) and (not status or row.status == status)]
+    kept.sort(key=lambda row: row.created_ms, reverse=True)
+    return kept[:limit]
+
+
+def with_recent_trades(
+    ex: Exchange, rows: list[models.Trade], regions: list[str], limit: int, symbol: str | None = None
+) -> list[models.Trade]:
+    """`rows` (the mirror's tape, newest first) with the newest fills each of `regions`
+    executed, read from its own table: a fill an order reports is on the tape at once."""
+    merged = {row.trade_id: row for row in rows}
+    for region in _answering(ex, regions):
+        try:
+            fresh = ex.stores[region].trades.newest_executed_here(limit, symbol)
+        except (BotoCoreError, ClientError) as error:
+            log.debug("recent fills of %s: %s", region, error)
+            continue
+        for trade in fresh:
+            merged.setdefault(trade.trade_id, trade_row(trade))
+    tape = sorted(merged.values(), key=lambda row: (row.ts_ms, row.trade_id), reverse=True)
+    return tape[:limit]
 
 
 class MirrorFeed:

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from trading import aws
 from trading.config import ExchangeConfig
 from trading.queue import dlq_name, queue_name
-from trading.store import table_names
+from trading.store import TABLE_INDEXES, IndexSpec, table_names
 
 MAX_RECEIVE_COUNT = 5
 
@@ -34,7 +34,7 @@ def plan(config: ExchangeConfig, real_aws: bool | None = None) -> list[str]:
     for region in config.regions:
         for role, name in table_names(config.table_prefix).items():
             streams = " (Streams: NEW_AND_OLD_IMAGES)" if role != "sequences" else ""
-            steps.append(f"{region}: DynamoDB table {name}, pk (S), on-demand{streams}")
+            steps.append(f"{region}: DynamoDB table {name}, pk (S), on-demand{streams}{index_words(role)}")
         steps.append(f"{region}: SQS FIFO queue {dlq_name(config.table_prefix, region)}")
         steps.append(
             f"{region}: SQS FIFO queue {queue_name(config.table_prefix, region)} "
@@ -43,24 +43,66 @@ def plan(config: ExchangeConfig, real_aws: bool | None = None) -> list[str]:
     return steps
 
 
-def ensure_table(region: str, name: str, streams: bool) -> bool:
+def index_definition(index: IndexSpec) -> dict[str, Any]:
+    return {
+        "IndexName": index.name,
+        "KeySchema": [{"AttributeName": index.hash_key[0], "KeyType": "HASH"}, {"AttributeName": index.range_key[0], "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def index_attributes(indexes: tuple[IndexSpec, ...]) -> list[dict[str, str]]:
+    keys = dict.fromkeys(key for index in indexes for key in (index.hash_key, index.range_key))
+    return [{"AttributeName": attr, "AttributeType": kind} for attr, kind in keys]
+
+
+def index_words(role: str) -> str:
+    indexes = TABLE_INDEXES.get(role, ())
+    return "".join(f", index {i.name} ({i.hash_key[0]}, {i.range_key[0]})" for i in indexes)
+
+
+def ensure_table(region: str, name: str, streams: bool, indexes: tuple[IndexSpec, ...] = ()) -> bool:
+    """Create the table (with its indexes) if it is not there; an existing table gets the
+    indexes it lacks, one UpdateTable each (DynamoDB takes one new index per update)."""
     ddb = aws.client("dynamodb", region)
     kwargs: dict[str, Any] = {
         "TableName": name,
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, *index_attributes(indexes)],
         "BillingMode": "PAY_PER_REQUEST",
     }
     if streams:
         kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    if indexes:
+        kwargs["GlobalSecondaryIndexes"] = [index_definition(index) for index in indexes]
     try:
         ddb.create_table(**kwargs)
     except ClientError as error:
         if error.response["Error"]["Code"] == "ResourceInUseException":
+            ensure_indexes(region, name, indexes)
             return False
         raise
     ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     return True
+
+
+def ensure_indexes(region: str, name: str, indexes: tuple[IndexSpec, ...]) -> list[str]:
+    """Add the indexes an existing table lacks (a table made before they existed). Returns their names."""
+    if not indexes:
+        return []
+    ddb = aws.client("dynamodb", region)
+    present = {i["IndexName"] for i in ddb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])}
+    added = []
+    for index in indexes:
+        if index.name in present:
+            continue
+        ddb.update_table(
+            TableName=name,
+            AttributeDefinitions=index_attributes((index,)),
+            GlobalSecondaryIndexUpdates=[{"Create": index_definition(index)}],
+        )
+        added.append(index.name)
+    return added
 
 
 def ensure_queue(region: str, name: str, attributes: dict[str, str]) -> tuple[str, bool]:
@@ -91,7 +133,7 @@ def bootstrap(
     for region in config.regions:
         names = table_names(config.table_prefix)
         for role, name in names.items():
-            created = ensure_table(region, name, streams=role != "sequences")
+            created = ensure_table(region, name, streams=role != "sequences", indexes=TABLE_INDEXES.get(role, ()))
             say(f"{region}: table {name} {'created' if created else 'exists'}")
         ensure_region_queues(config, region, say)
 
@@ -248,7 +290,9 @@ def ensure_global_table(config: ExchangeConfig, name: str, say: Callable[[str], 
     name (AWS refuses): delete a regional one made by a local-style bootstrap first.
     """
     home = config.regions[0]
-    created = ensure_table(home, name, streams=True)
+    # An index made on the home table is made on every replica (Global Tables 2019.11.21).
+    roles = {table: role for role, table in table_names(config.table_prefix).items()}
+    created = ensure_table(home, name, streams=True, indexes=TABLE_INDEXES.get(roles.get(name, ""), ()))
     say(f"{home}: table {name} {'created' if created else 'exists'} (Global Table home)")
     ddb = aws.client("dynamodb", home)
     present = {r["RegionName"] for r in ddb.describe_table(TableName=name)["Table"].get("Replicas", [])}
@@ -306,7 +350,7 @@ def plan_real_aws(config: ExchangeConfig) -> list[str]:
     for role in GLOBAL_ROLES:
         replicas = f", replicas in {', '.join(others)}" if others else ""
         steps.append(
-            f"{home}: DynamoDB Global Table {names[role]}, pk (S), on-demand (Streams: NEW_AND_OLD_IMAGES){replicas}"
+            f"{home}: DynamoDB Global Table {names[role]}, pk (S), on-demand (Streams: NEW_AND_OLD_IMAGES){replicas}{index_words(role)}"
         )
     for region in config.regions:
         steps.append(f"{region}: DynamoDB table {names['sequences']}, pk (S), on-demand (regional)")

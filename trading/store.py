@@ -70,6 +70,55 @@ def put_new_counted(ddb: Any, table: str, item: dict[str, Any], count: dict[str,
     return True
 
 
+@dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index: its name and (attribute, DynamoDB type) keys."""
+
+    name: str
+    hash_key: tuple[str, str]
+    range_key: tuple[str, str]
+
+
+# The caller's orders, newest first, from the table itself: a listing that reads the
+# mirror alone can miss an order answered 201 a moment ago (read-your-writes).
+ORDERS_BY_CLIENT = IndexSpec("by-client", ("client", "S"), ("createdAt", "N"))
+# A region's own fills, newest first: the tape's newest window while the mirror trails.
+TRADES_BY_REGION = IndexSpec("by-region", ("region", "S"), ("timestamp", "N"))
+TABLE_INDEXES: dict[str, tuple[IndexSpec, ...]] = {"orders": (ORDERS_BY_CLIENT,), "trades": (TRADES_BY_REGION,)}
+# Pages one newest-first index read follows at most (a filter can make pages short).
+INDEX_PAGES = 4
+
+
+def query_newest(ddb: Any, table: str, index: IndexSpec, value: str, limit: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """The items of `index` whose hash key is `value`, newest first: up to `limit` of
+    them, over at most INDEX_PAGES pages (a FilterExpression in `kwargs` applies after
+    each page's Limit). An index read is eventually consistent: on DynamoDB it trails
+    its table by a fraction of a second; moto updates it with the write."""
+    names = {"#h": index.hash_key[0], **kwargs.pop("ExpressionAttributeNames", {})}
+    values = {":h": value, **kwargs.pop("ExpressionAttributeValues", {})}
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index.name,
+        "KeyConditionExpression": "#h = :h",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_attrs(values),
+        "ScanIndexForward": False,
+        "Limit": limit,
+        **kwargs,
+    }
+    found = 0
+    for _ in range(INDEX_PAGES):
+        page = ddb.query(**request)
+        for attrs in page.get("Items", []):
+            yield from_attrs(attrs)
+            found += 1
+            if found >= limit:
+                return
+        if "LastEvaluatedKey" not in page:
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def table_names(prefix: str) -> dict[str, str]:
     return {
         "orders": f"{prefix}-orders",
@@ -476,6 +525,15 @@ class OrderStore:
         for item in scan_items(self._ddb, self.table, "ORDER#"):
             yield order_from_item(item)
 
+    def newest_of_client(self, client: str, limit: int) -> list[Order]:
+        """The client's newest orders whose home is this region, newest first (the
+        by-client index; copies replicated from other regions are left to their homes)."""
+        items = query_newest(
+            self._ddb, self.table, ORDERS_BY_CLIENT, client, limit,
+            FilterExpression="#r = :r", ExpressionAttributeNames={"#r": "region"}, ExpressionAttributeValues={":r": self.region},
+        )
+        return [order_from_item(item) for item in items]
+
 
 @dataclass(frozen=True)
 class TradeStore:
@@ -552,6 +610,13 @@ class TradeStore:
     def scan_all(self) -> Iterator[Trade]:
         for item in scan_items(self._ddb, self.table, "TRADE#"):
             yield trade_from_item(item)
+
+    def newest_executed_here(self, limit: int, symbol: str | None = None) -> list[Trade]:
+        """This region's own fills, newest first (the by-region index)."""
+        extra: dict[str, Any] = {}
+        if symbol:
+            extra = {"FilterExpression": "#y = :y", "ExpressionAttributeNames": {"#y": "symbol"}, "ExpressionAttributeValues": {":y": symbol}}
+        return [trade_from_item(item) for item in query_newest(self._ddb, self.table, TRADES_BY_REGION, self.region, limit, **extra)]
 
 
 @dataclass(frozen=True)
