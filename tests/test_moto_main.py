@@ -349,3 +349,17 @@ def test_a_cancelled_transaction_keeps_the_table_others_write_to() -> None:
         backend.transact_write_items([_put(name, "trade-1"), _put(name, "trade-3")])
     assert backend.tables[name] is table
     assert backend.get_item(name, {"pk": {"S": "trade-3"}}) is None
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"\xb9\xb2", b"1_0", b" 7 "])
+def test_it_answers_a_request_whose_content_length_is_not_plain_ascii_digits(moto_server: MotoServer, length: bytes) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    # "²" passes str.isdigit() (headers are read as latin-1) and then fails int(): the
+    # request must still get an HTTP answer, not a dropped connection.
+    url = urlparse(moto_server.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: " + length + b"\r\n\r\n{}")
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(64).startswith(b"HTTP/1.1 ")

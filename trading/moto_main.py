@@ -80,6 +80,7 @@ import datetime
 import functools
 import io
 import logging
+import re
 import selectors
 import sys
 import threading
@@ -303,7 +304,8 @@ def keeps_alive(handler: Any) -> bool:
     if "transfer-encoding" in {k.lower() for k in headers.keys()}:
         return False
     length = headers.get("Content-Length")
-    return length is None or length.strip().isdigit()
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+    return length is None or re.fullmatch(r"[0-9]{1,18}", length.strip()) is not None
 
 
 class _NothingToDrain:
