@@ -101,7 +101,9 @@ class Runtime:
         # Replication stops for a pair the fault plane partitions (or either end is down);
         # the reconciler decides nothing while any pair is cut. One reader per stream (the
         # replicator's) feeds the mirror and the reconciler too.
-        self.replicator = Replicator(self.config, partitioned=lambda a, b: self.plane.partitioned(a, b))
+        self.replicator = Replicator(
+            self.config, partitioned=lambda a, b: self.plane.partitioned(a, b), reachable=lambda region: self.plane.region_up(region)
+        )
         self.reconciler = ReconcileWorker(self.config, partitioned=self.replicator.is_cut, tail=False)
         self.replicator.listeners.append(self.reconciler.ingest_batch)
         if with_mirror:

@@ -16,6 +16,7 @@ from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
 from trading.api import grid_text, market_steps, mirror_order_json, mirror_trade_json
 from trading.domain import ValidationErrors
+from trading.fragments import down_regions, with_region_state
 from trading.limits import PositionLimitExceeded
 
 ORDERS_SHOWN = 40
@@ -35,12 +36,14 @@ def live_context(request: HttpRequest) -> dict[str, Any]:
     rerouted = dict(
         models.OrderStatusChange.objects.filter(order_id__in=[o["order_id"] for o in orders], note__startswith="rerouted").values_list("order_id", "note")
     )
+    regions = runtime.regions()
+    down = down_regions(regions)
     for order in orders:
         order["rerouted"] = rerouted.get(order["order_id"], "")
     return {
-        "orders": orders,
+        "orders": [with_region_state(order, down) for order in orders],
         "trades": [mirror_trade_json(t) for t in models.Trade.objects.order_by("-ts_ms", "-trade_id")[:TAPE_SHOWN]],
-        "regions": runtime.regions(),
+        "regions": regions,
         "m": runtime.last_metrics or runtime.metrics(),
     }
 

@@ -79,6 +79,8 @@ LAG_MEMORY_S = 5.0
 class Replicator:
     config: ExchangeConfig
     partitioned: Partitioned = never_partitioned
+    # Is the region reachable (the fault plane's region_up)? A down region's streams are not read.
+    reachable: Callable[[str], bool] = lambda region: True
     clock: Callable[[], float] = time.time
     poll_interval_s: float = 0.2
     listeners: list[Listener] = field(default_factory=list)
@@ -346,9 +348,20 @@ class Replicator:
         return done
 
     def pump(self) -> int:
-        """One round: read every stream, then deliver. Returns records read plus applied."""
+        """One round: read every stream, then deliver. Returns records read plus applied.
+
+        A stream that cannot be read now (its region is down, or the read failed) is read
+        again next round, from where it stopped; the other regions' records still reach
+        their replicas and the listeners (the mirror) meanwhile."""
         with self._pump_lock:
-            read = sum(tailer.poll_once() for tailer in self.tailers)
+            read = 0
+            for tailer in self.tailers:
+                if not self.reachable(tailer.region):
+                    continue
+                try:
+                    read += tailer.poll_once()
+                except (BotoCoreError, ClientError) as error:
+                    log.debug("replicator: %s/%s not read this round: %s", tailer.region, tailer.table, error)
             return read + self.deliver()
 
     def deliverable(self) -> int:

@@ -75,7 +75,7 @@ async def publish_from_worker_thread(*batch: tuple[str, dict[str, Any]]) -> None
         events.add_sink(sink)
         try:
             for kind, data in batch:
-                events.publish(kind, "us-east-1", data)
+                events.publish(kind, data.get("region", "us-east-1"), data)
         finally:
             events.remove_sink(sink)
 
@@ -194,11 +194,11 @@ def test_a_frame_that_cannot_be_rendered_does_not_silence_the_socket(redis_layer
     real_render = consumers.render_dashboard_frame
     failures = []
 
-    def render_once_broken(batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False) -> str:
+    def render_once_broken(batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False, **more: Any) -> str:
         if not failures:
             failures.append(len(batch))
             raise ValueError("a fragment that cannot be rendered")
-        return real_render(batch, seq, resync, staff)
+        return real_render(batch, seq, resync, staff, **more)
 
     monkeypatch.setattr(consumers, "render_dashboard_frame", render_once_broken)
 
@@ -215,6 +215,54 @@ def test_a_frame_that_cannot_be_rendered_does_not_silence_the_socket(redis_layer
         await publish_from_worker_thread((events.ORDER_STATUS, order_event("alice", "O-next", status="FILLED")))
         html = await socket.receive_from(timeout=5)
         assert "order-O-next" in html
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def region_view(region: str, status: str) -> dict[str, Any]:
+    return {"region": region, "status": status, "azs": [], "queue_depth": 1, "in_flight": 0, "replication_lag_ms": 0.0, "error": ""}
+
+
+def row_of(html: str, order_id: str) -> str:
+    """The last rendering of the order's row in the frames."""
+    return html.rsplit(f'id="order-{order_id}"', 1)[1].split("</tr>", 1)[0]
+
+
+def test_it_shows_an_open_order_queued_in_its_down_region_until_the_region_is_back(redis_layer: None) -> None:
+    token = token_for("alice")
+
+    async def receive_until(socket: WebsocketCommunicator, text: str) -> str:
+        html = ""
+        while text not in html:
+            html += await socket.receive_from(timeout=5)
+        return html
+
+    async def scenario() -> None:
+        socket = connect("/ws/dashboard/", token)
+        assert (await socket.connect())[0]
+        await asyncio.sleep(0.2)
+        waiting = order_event("alice", "O-east")
+        elsewhere = {**order_event("alice", "O-west"), "region": "eu-west-1", "accepted_az": "eu-west-1a"}
+        await publish_from_worker_thread((events.ORDER_ACCEPTED, waiting), (events.ORDER_ACCEPTED, elsewhere))
+        html = await receive_until(socket, 'id="order-O-west"')
+        assert "Awaiting simulated fill" in row_of(html, "O-east")
+        # The outage changes no order: the page is told again about the open order it shows.
+        await publish_from_worker_thread((events.REGION_HEALTH, region_view("us-east-1", "down")), (events.REGION_HEALTH, region_view("eu-west-1", "healthy")))
+        html = await receive_until(socket, 'id="region-eu-west-1"')
+        assert "queued in us-east-1 → retrying" in row_of(html, "O-east")
+        assert 'id="order-O-west"' not in html  # its region is up: nothing to say again
+        # An order event while the region is down renders queued too; a final one does not.
+        await publish_from_worker_thread((events.ORDER_STATUS, {**waiting, "note": "cancel requested"}))
+        html = await receive_until(socket, 'id="order-O-east"')
+        assert "queued in us-east-1 → retrying" in row_of(html, "O-east")
+        await publish_from_worker_thread((events.REGION_HEALTH, region_view("us-east-1", "healthy")))
+        html = await receive_until(socket, 'id="order-O-east"')
+        row = row_of(html, "O-east")
+        assert "queued in" not in row and "Awaiting simulated fill" in row
+        await publish_from_worker_thread((events.REGION_HEALTH, region_view("us-east-1", "down")), (events.ORDER_STATUS, order_event("alice", "O-east", status="FILLED")))
+        html = await receive_until(socket, 'id="region-us-east-1"')
+        assert "badge-filled" in row_of(html, "O-east") and "queued in" not in html
         await socket.disconnect()
 
     async_to_sync(scenario)()
