@@ -287,3 +287,37 @@ def test_it_shows_each_trader_their_own_activity_and_only_the_anonymous_market(r
             await socket.disconnect()
 
     async_to_sync(scenario)()
+
+
+# --- the tape over HTTP follows the same rule ------------------------------------------------------
+
+
+@pytest.fixture
+def runtime(aws_resources: Any) -> Iterator[Any]:
+    from exchange_ui.runtime import Runtime, set_runtime
+
+    built = Runtime.build(aws_resources)
+    set_runtime(built)
+    yield built
+    set_runtime(None)
+
+
+@pytest.mark.django_db
+def test_it_lists_other_clients_fills_on_the_json_tape_anonymous(runtime: Any) -> None:
+    from django.test import Client
+
+    auth = {name: {"HTTP_AUTHORIZATION": f"Bearer {token_for(name, staff=name == 'ops')}"} for name in ("alice", "bob", "ops")}
+    posted = Client().post("/api/orders", data=json.dumps(order_payload(qty="1.0000")), content_type="application/json", HTTP_IDEMPOTENCY_KEY="k-1", **auth["alice"])
+    order_id = posted.json()["order_id"]
+    wait_for(lambda: sum(worker.poll_once() for worker in runtime.workers.values()), message="the order filled")
+    runtime.catch_up()
+    fills = Client().get(f"/api/orders/{order_id}", **auth["alice"]).json()["fills"]
+    assert fills, "the seeded fill fills this order"
+
+    for query in ("", "?region=us-east-1"):
+        tapes = {name: Client().get(f"/api/trades{query}", **auth[name]).json()["trades"] for name in auth}
+        assert [t["trade_id"] for t in tapes["bob"]] == [t["trade_id"] for t in tapes["ops"]] == [f["trade_id"] for f in fills][::-1]
+        assert "alice" not in json.dumps(tapes["bob"]) and order_id not in json.dumps(tapes["bob"])
+        assert all({"price", "qty", "symbol", "region", "ts_ms"} <= set(t) for t in tapes["bob"])
+        assert all(t["order_id"] == order_id for t in tapes["alice"])
+        assert all(t["client"] == "alice" for t in tapes["ops"])

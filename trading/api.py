@@ -18,7 +18,7 @@ from exchange_ui.runtime import get_exchange, get_runtime
 from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order, locate_order, submit_order
 from trading.domain import Order, Trade, ValidationErrors
-from trading.events import order_data, trade_data
+from trading.events import Viewer, order_data, tape_entry_for, trade_data
 from trading.limits import PositionLimitExceeded
 from trading.mirror import with_recent_orders, with_recent_trades
 
@@ -126,6 +126,7 @@ def mirror_trade_json(trade: models.Trade) -> dict[str, Any]:
         "price": grid_text(trade.price, tick),
         "buy_order": trade.buy_order,
         "sell_order": trade.sell_order,
+        "client": trade.client,
         "region": trade.region,
         "fill_az": trade.fill_az,
         "seq": trade.seq,
@@ -135,6 +136,12 @@ def mirror_trade_json(trade: models.Trade) -> dict[str, Any]:
 
 def can_see(request: HttpRequest, client: str) -> bool:
     return bool(request.user.is_staff or request.user.get_username() == client)
+
+
+def tape_as_seen(request: HttpRequest, trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tape for the caller: their own fills whole, everyone else's anonymous (staff: all whole)."""
+    viewer = Viewer(request.user.get_username(), bool(request.user.is_staff))
+    return [tape_entry_for(trade, viewer) for trade in trades]
 
 
 @router.post("/orders", openapi_extra=ORDER_BODY_SCHEMA, summary="Submit an order (idempotent by Idempotency-Key)")
@@ -248,7 +255,7 @@ def list_trades(
         if executed_in:
             trades = [t for t in trades if t.region == executed_in]
         trades.sort(key=lambda t: (t.ts_ms, t.trade_id), reverse=True)
-        return JsonResponse({"trades": [trade_data(t) for t in trades[:limit]]})
+        return JsonResponse({"trades": tape_as_seen(request, [trade_data(t) for t in trades[:limit]])})
     query = models.Trade.objects.all()
     if symbol:
         query = query.filter(symbol=symbol[:20])
@@ -260,7 +267,7 @@ def list_trades(
         ex, list(query.order_by("-ts_ms", "-trade_id")[:limit]), [executed_in] if executed_in else list(ex.config.regions), limit,
         symbol=symbol[:20] if symbol else None,
     )
-    return JsonResponse({"trades": [mirror_trade_json(t) for t in rows]})
+    return JsonResponse({"trades": tape_as_seen(request, [mirror_trade_json(t) for t in rows])})
 
 
 @router.get("/regions", summary="Each region: status, AZs and workers, queue depth, replication lag")

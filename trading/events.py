@@ -123,12 +123,12 @@ class Viewer:
     is_staff: bool = False
 
 
-def visible_to(event: Event, viewer: Viewer) -> Event | None:
+def visible_to(event: Event, viewer: Viewer, shared: bool = True) -> Event | None:
     """What `viewer` may receive of `event`: the event itself, its anonymous copy, or None.
 
     The one visibility policy: every delivery path (both sockets, their `?since=` replay,
-    the API Gateway pusher) asks it. The anonymous copy of an event is built once and
-    shared by every socket that receives it."""
+    the API Gateway pusher) and the JSON tape ask it. With `shared`, the anonymous copy of
+    a published event is built once for every socket that receives it."""
     if viewer.is_staff:
         return event
     kind = event["type"]
@@ -139,8 +139,17 @@ def visible_to(event: Event, viewer: Viewer) -> Event | None:
     if kind in PRIVATE_TYPES:
         return event if own else None
     if kind in ANONYMOUS_FIELDS:
-        return event if own and kind != EXPERIMENT_STATE else ANONYMOUS.copy_of(event)
+        if own and kind != EXPERIMENT_STATE:
+            return event
+        return ANONYMOUS.copy_of(event) if shared else anonymous_copy(event)
     return None
+
+
+def tape_entry_for(trade: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
+    """One entry of the JSON tape (trade_data's shape) as `viewer` may see it: the
+    trade.executed rule, so the tape read over HTTP shows what the socket shows."""
+    shown = visible_to(make_event(TRADE_EXECUTED, str(trade.get("region", "")), trade, 0), viewer, shared=False)
+    return shown["data"] if shown is not None else {}
 
 
 def anonymous_copy(event: Event) -> Event:
