@@ -44,7 +44,8 @@ class NotExportable(ValueError):
 
 # --- durations ----------------------------------------------------------------------
 
-_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+# re.ASCII throughout: without it \d also takes other scripts' digits ("٥"), which int() reads.
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$", re.ASCII)
 
 
 def parse_duration(text: Any) -> int:
@@ -201,9 +202,9 @@ _TOP_LEVEL = {
     "logConfiguration", "experimentOptions", "experimentReportConfiguration", "region",
 }
 _NAME = re.compile(r"^[\w-]{1,64}$")
-_SELECTION = re.compile(r"^(ALL|COUNT\((\d+)\)|PERCENT\((\d+)\))$")
-_ARN = re.compile(r"^arn:aws[\w-]*:([\w-]+):([\w-]*):(\d{12}|):(.+)$")
-_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_SELECTION = re.compile(r"^(ALL|COUNT\((\d+)\)|PERCENT\((\d+)\))$", re.ASCII)
+_ARN = re.compile(r"^arn:aws[\w-]*:([\w-]+):([\w-]*):(\d{12}|):(.+)$", re.ASCII)
+_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
 
 
 # --- the validated plan ---------------------------------------------------------------
@@ -289,7 +290,7 @@ def _check_param(spec: ParamSpec, value: str, path: str, errors: _Errors, config
         except ValueError as error:
             errors.add(path, str(error))
     elif spec.kind == "int":
-        if not re.fullmatch(r"\d{1,9}", value) or not spec.low <= int(value) <= spec.high:
+        if not re.fullmatch(r"[0-9]{1,9}", value) or not spec.low <= int(value) <= spec.high:
             errors.add(path, f"must be a whole number from {spec.low} to {spec.high}")
     elif spec.kind == "choice":
         if value not in spec.choices:

@@ -164,3 +164,24 @@ def test_it_refuses_one_experiment_more_than_the_cap_with_409(ops: Client) -> No
     finally:
         set_runner(None)
         capped.close()
+
+
+@pytest.mark.parametrize("digits", ["٥", "５", "²"])
+def test_it_reads_template_numbers_in_ascii_digits_only(runner: ExperimentRunner, ops: Client, digits: str) -> None:
+    # "٥" is a digit to Python's \d and int(); FIS reads 0-9 only.
+    preview = "/api/experiments/preview"
+    assert post(ops, preview, {"template": "partition", "duration": "PT5M"}).status_code == 200
+    refused = post(ops, preview, {"template": "partition", "duration": f"PT{digits}M"})
+    assert refused.status_code == 400 and refused.json()["errors"], refused.content
+    cpu = next(t["template"] for t in ops.get("/api/experiments/templates").json() if t["id"] == "cpu-spike")
+
+    def with_numbers(percent: str, selection: str) -> dict[str, Any]:
+        body = json.loads(json.dumps(cpu))
+        body["actions"]["stress-cpu"]["parameters"]["percent"] = percent
+        body["targets"]["region-tasks"]["selectionMode"] = selection
+        return body
+
+    assert post(ops, preview, with_numbers("50", "COUNT(1)")).status_code == 200
+    for percent, selection in ((f"{digits}0", "COUNT(1)"), ("50", f"COUNT({digits})")):
+        refused = post(ops, preview, with_numbers(percent, selection))
+        assert refused.status_code == 400 and refused.json()["errors"], (percent, selection, refused.content)
