@@ -9,7 +9,9 @@ region's tables, asynchronously, one ordered backlog per (source, destination) p
 - a pair is paused while `partitioned(src, dst)` (the fault plane) or `pause()` says
   so: its backlog keeps growing, in stream order, and drains in that order on heal;
 - `lag_ms(src, dst)`: while a backlog waits, the age of its oldest record; otherwise
-  the lag of the last record applied (AWS's ReplicationLatency).
+  the lag of the last record applied (AWS's ReplicationLatency);
+- `tapes`: the trades on one region's tape and not on another's, from the Trades
+  streams' inserts (replicas included), beside the backlogs, which count records waiting.
 
 The backlog lives in memory: a restarted replicator re-reads the streams from their
 start and re-applies them, which is a no-op for everything already there.
@@ -28,6 +30,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from reconcile_panel.divergence import TapeDivergence
 from reconcile_panel.limits import position_delta
 from reconcile_panel.replication import as_replica, is_replica, lww_decision, version_ms
 from reconcile_panel.store import ItemTable, replicated_tables
@@ -38,6 +41,7 @@ from trading.streams import ChangeRecord, StreamTailer
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MAX_S = 1.6
+DELIVER_BUDGET_S = 0.5
 # Items read from a destination in one batch before they are applied.
 PREFETCH = 100
 BATCH_WRITE = 25  # DynamoDB's BatchWriteItem limit
@@ -49,6 +53,14 @@ Listener = Callable[[list[ChangeRecord]], None]  # a batch of stream records
 
 def never_partitioned(a: str, b: str) -> bool:
     return False
+
+
+def tape_changes(records: list[ChangeRecord]) -> Iterator[tuple[str, bool]]:
+    """(trade pk, on the tape) for each insert or removal of a trade, in stream order."""
+    for record in records:
+        image = record.new_image if record.event_name == "INSERT" else record.old_image if record.event_name == "REMOVE" else None
+        if image is not None and str(image.get("pk", "")).startswith("TRADE#"):
+            yield str(image["pk"]), record.event_name == "INSERT"
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class Replicator:
     clock: Callable[[], float] = time.time
     poll_interval_s: float = 0.2
     listeners: list[Listener] = field(default_factory=list)
+    # The time one round spends applying backlogs before it reads the streams again.
+    deliver_budget_s: float = DELIVER_BUDGET_S
 
     def __post_init__(self) -> None:
         self.tables = replicated_tables(self.config.table_prefix)
@@ -102,6 +116,7 @@ class Replicator:
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.replica_records_skipped = 0
+        self.tapes = TapeDivergence(self.regions)
         self.tailers = [
             StreamTailer(region, name, self._handler(region, role))
             for region in self.regions
@@ -168,6 +183,8 @@ class Replicator:
                     "destination": dst,
                     "lag_ms": round(self.lag_ms(src, dst), 1),
                     "backlog": self.backlog_size(src, dst),
+                    # Trades on the source's tape that the destination's does not have.
+                    "divergence": self.tapes.missing(src, dst),
                     "paused": self.is_cut(src, dst),
                     "applied": stats.applied,
                     "skipped": stats.skipped,
@@ -187,6 +204,9 @@ class Replicator:
 
     def _on_records(self, region: str, role: str, records: list[ChangeRecord]) -> None:
         now_ms = int(self.clock() * 1000)
+        if role == "trades":
+            # Trades are written once: an insert is the trade reaching this region's tape.
+            self.tapes.apply(region, tape_changes(records))
         with self._lock:
             for record in records:
                 image = record.new_image
@@ -297,15 +317,22 @@ class Replicator:
         return len(run)
 
     def deliver(self) -> int:
-        """Apply what every open pair has waiting, in order. Returns how many records."""
+        """Apply what every open pair has waiting, in order, for at most its share of
+        `deliver_budget_s`. Returns how many records.
+
+        The budget keeps the streams read while a backlog drains: a heal's backlog took a
+        minute or more, and until it was empty no stream was read, so the mirror (and the
+        tape it serves) showed none of the fills made meanwhile."""
         done = 0
+        share_s = self.deliver_budget_s / max(1, len(self.pairs))
         for pair in self.pairs:
             src, dst = pair
             known: dict[tuple[str, str], Any] = {}
+            until = time.monotonic() + share_s
             while True:
                 with self._lock:
                     queue = self.backlog[pair]
-                    if not queue or self.is_cut(src, dst):
+                    if not queue or self.is_cut(src, dst) or time.monotonic() > until:
                         break
                     pending = queue[0]
                     key = (src, dst, pending.role, str(pending.item["pk"]))

@@ -16,6 +16,7 @@ CORE = [
     "simfill/placement.py",
     "reconcile_panel/reconciler.py",
     "reconcile_panel/replication.py",
+    "reconcile_panel/divergence.py",
     "faults/experiment.py",
     "faults/templates.py",
 ]
