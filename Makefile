@@ -20,13 +20,22 @@ $(STAMP): requirements.txt | $(PY)
 var:
 	mkdir -p var
 
-run: $(STAMP) | var
+# Settings fail closed (DJANGO_DEBUG off, a real secret required). The embedded default asks
+# for the local dev posture, and so do the suite, the bench and the soak that drive it.
+run run-multi test test-fast bench soak: export DJANGO_DEBUG ?= 1
+
+# The embedded default's own secret: random, made once, readable by its owner only; every
+# manage.py command in this checkout reads it (exchange_ui/settings.py).
+var/secret_key: | var
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(60))' > $@
+
+run: $(STAMP) var/secret_key | var
 	$(PY) manage.py migrate --noinput -v 0
 	PORT=$(PORT) $(PY) manage.py run_exchange --port $(PORT)
 
 # The local multi-process topology: moto, Redis (started if REDIS_URL's local server is not up),
 # daphne on channels-redis and one SimFill process per region and AZ, under one supervisor.
-run-multi: $(STAMP) | var
+run-multi: $(STAMP) var/secret_key | var
 	$(PY) manage.py migrate --noinput -v 0
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} PORT=$(PORT) $(PY) manage.py run_multi --port $(PORT)
 

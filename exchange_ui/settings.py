@@ -1,7 +1,7 @@
 """One settings module, read from the environment (12-factor).
 
-DJANGO_DEBUG=0 turns on the production posture (HTTPS-only cookies, HSTS, no
-default secret); the dev defaults need nothing set.
+Fail closed: the production posture (HTTPS-only cookies, HSTS, a real secret) is the
+default. DJANGO_DEBUG=1 asks for the local dev posture; `make run` sets it.
 """
 
 from __future__ import annotations
@@ -9,14 +9,28 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlparse
 
-from trading.config import BASE_DIR, VAR_DIR, ConfigError, ExchangeConfig, env_bool, env_int, env_list, env_str
+from trading.config import BASE_DIR, VAR_DIR, ConfigError, ExchangeConfig, env_bool, env_int, env_list, env_secret, env_str
 
 DEV_SECRET = "dev-only-insecure-secret-key-change-me-0123456789abcdefghij"
+# `make run` writes a random secret here once (mode 0600), so every `manage.py` command
+# beside it (check_history, create_api_token) starts without DJANGO_SECRET_KEY set.
+LOCAL_SECRET_FILE = VAR_DIR / "secret_key"
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET if DEBUG else "")
+
+def local_secret() -> str:
+    try:
+        return LOCAL_SECRET_FILE.read_text().strip()
+    except OSError:
+        return ""
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or local_secret() or (DEV_SECRET if DEBUG else "")
 if not DEBUG and (not SECRET_KEY or SECRET_KEY == DEV_SECRET or len(SECRET_KEY) < 50):
-    raise ConfigError("DJANGO_SECRET_KEY must be set to a real secret (50+ characters) when DJANGO_DEBUG=0")
+    raise ConfigError(
+        "DJANGO_SECRET_KEY must be set to a real secret (50+ characters), or DJANGO_SECRET_KEY_PARAM to the SSM "
+        "SecureString that holds it: DJANGO_DEBUG is off unless set to 1 (`make run` sets it for the local dev posture)"
+    )
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "localhost")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", ",".join(
@@ -93,7 +107,7 @@ def database_from_url(url: str) -> dict[str, object]:
     raise ConfigError(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (postgres://, sqlite:///)")
 
 
-_database_url = os.environ.get("DATABASE_URL")
+_database_url = env_secret("DATABASE_URL")
 DATABASES = {
     "default": database_from_url(_database_url)
     if _database_url

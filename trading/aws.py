@@ -196,3 +196,23 @@ def write_endpoint_file(url: str) -> Path:
     ENDPOINT_FILE.parent.mkdir(parents=True, exist_ok=True)
     ENDPOINT_FILE.write_text(url + "\n")
     return ENDPOINT_FILE
+
+
+_parameters: dict[tuple[str, str], str] = {}
+
+
+def secure_parameter(name: str, region: str) -> str:
+    """An SSM SecureString's decrypted value, read once per process (a Lambda's cold
+    start) and kept in memory: secrets are read at run time, never copied into a
+    function's environment where anyone allowed to read its configuration sees them."""
+    key = (name, region)
+    if key not in _parameters:
+        value = client("ssm", region).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        with _lock:
+            _parameters[key] = value
+    return _parameters[key]
+
+
+def forget_parameters() -> None:
+    with _lock:
+        _parameters.clear()

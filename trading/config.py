@@ -69,6 +69,25 @@ def env_list(name: str, default: str) -> list[str]:
     return items
 
 
+def env_secret(name: str) -> str:
+    """NAME's value, else the SSM SecureString that NAME_PARAM names, read from SSM in
+    this process's region on first use (a deployed function's environment names the
+    parameter, never holds the secret). '' when neither is set."""
+    value = env_str(name, "")
+    parameter = env_str(f"{name}_PARAM", "")
+    if value or not parameter:
+        return value
+    region = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", ""))
+    if not region:
+        raise ConfigError(f"{name}_PARAM names {parameter!r} but neither AWS_REGION nor AWS_DEFAULT_REGION says where")
+    from trading import aws  # boto3 only where a parameter is named
+
+    try:
+        return aws.secure_parameter(parameter, region)
+    except Exception as error:  # a start-up error says which setting and which parameter
+        raise ConfigError(f"{name}_PARAM: cannot read SSM parameter {parameter!r} in {region}: {error}") from error
+
+
 @dataclass(frozen=True)
 class Market:
     """A tradable symbol and the limits its orders are validated against."""
@@ -109,6 +128,16 @@ class ExchangeConfig:
     position_limits: Mapping[str, Decimal] = field(default_factory=dict)
     # Experiments not yet final (pending, running, stopping) at once (EXCHANGE_MAX_EXPERIMENTS).
     max_experiments: int = 4
+    # Orders one user may submit over HTTP: `user_order_rate` a second sustained, up to
+    # `user_order_burst` at once (EXCHANGE_USER_ORDER_RATE, EXCHANGE_USER_ORDER_BURST); a rate of 0: no limit.
+    user_order_rate: Decimal = Decimal("50")
+    user_order_burst: int = 200
+    # Open sockets per user and in all, per server process (EXCHANGE_USER_SOCKETS, EXCHANGE_MAX_SOCKETS).
+    user_sockets: int = 32
+    max_sockets: int = 5000
+    # How long, in the streams' own time, the reconcile worker keeps a settled order that
+    # every region holds before it retires it (EXCHANGE_RECONCILE_HORIZON_S).
+    reconcile_horizon_s: int = 300
 
     @property
     def market_symbols(self) -> tuple[str, ...]:
@@ -170,4 +199,9 @@ class ExchangeConfig:
             idempotency=env_bool("EXCHANGE_IDEMPOTENCY", True),
             position_limits=position_limits,
             max_experiments=env_int("EXCHANGE_MAX_EXPERIMENTS", 4, minimum=1),
+            user_order_rate=env_decimal("EXCHANGE_USER_ORDER_RATE", "50"),
+            user_order_burst=env_int("EXCHANGE_USER_ORDER_BURST", 200, minimum=1),
+            user_sockets=env_int("EXCHANGE_USER_SOCKETS", 32, minimum=1),
+            max_sockets=env_int("EXCHANGE_MAX_SOCKETS", 5000, minimum=1),
+            reconcile_horizon_s=env_int("EXCHANGE_RECONCILE_HORIZON_S", 300, minimum=1),
         )
