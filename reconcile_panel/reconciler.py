@@ -33,6 +33,24 @@ Only settled orders are decided: every copy has a final status and the fills see
 it add up to its filledQty. An account's exposure is decided once all its orders in
 that market are settled. Nothing here depends on arrival order: the input is sorted.
 Cost: O(n log n) in the number of fills and copies.
+
+Retirement (`retire`): the worker holds an order's copies and fills only while they can
+still change a decision. An order retires when all of these hold, judged by the stream's
+own clock (the newest write time the worker has read) and never by the wall clock:
+
+- it is settled and its decisions were made (the worker has no unread change of it);
+- every region's table holds it (its own copy, or a replica the worker read in that
+  region's stream): every region's ingest then refuses a new copy of the id (the put is
+  conditional on a new id), so no conflicting copy can be accepted anywhere any more;
+- its newest fact (a copy's write, a fill) is older than the horizon.
+
+An order that some region still lacks (a partition, however long) never retires, so a
+late copy from that region is judged against everything, as if nothing had retired. In a
+market with a position limit an account's orders retire as a prefix in rank order, and
+what they leave for rule 2 is an `Opening` (the position their standing fills make after
+every cut, their regions, their latest time), so a later cut is decided, and recorded,
+exactly as over the whole history; the prefix's own decisions come with the retirement
+(they depend on nothing that ranks after it) and are written before its state goes.
 """
 
 from __future__ import annotations
@@ -112,6 +130,17 @@ class Fill:
 
 
 @dataclass(frozen=True, slots=True)
+class Opening:
+    """What an account's retired orders leave for rule 2 in a market with a limit: the net
+    position of their standing fills after every cut, and those fills' regions and latest
+    time (a later cut's conflict record names them, as it would with the fills at hand)."""
+
+    position: Decimal = ZERO
+    regions: frozenset[str] = frozenset()
+    last_ts_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Ledger:
     """The merged history the reconciler decides over."""
 
@@ -119,6 +148,8 @@ class Ledger:
     fills: tuple[Fill, ...] = ()
     reference_prices: Mapping[str, Decimal] = field(default_factory=dict)
     limits: Mapping[str, Decimal] = field(default_factory=dict)  # per market; absent: no limit
+    # (account, market) -> what its retired orders left; rule 2 starts each replay there.
+    openings: Mapping[tuple[str, str], Opening] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +259,10 @@ def _direct_init(cls: type) -> None:
     setattr(cls, "__init__", init)
 
 
-for _record_type in (Acceptance, Fill, Conflict, Compensation, Adjustment):
+for _record_type in (Acceptance, Fill, Opening, Conflict, Compensation, Adjustment):
     _direct_init(_record_type)
+
+NO_OPENING = Opening()
 
 # A record's id: its prefix, "-", and the BLAKE2b digest (10 bytes, hex) of the prefix
 # and the parts it rests on, joined by U+001F.
@@ -440,9 +473,15 @@ def _decide_divergent(order: _Order, out: _Builder) -> tuple[str, list[Fill]]:
 
 
 def _decide_limits(
-    orders: dict[str, _Order], standing: dict[str, tuple[str, list[Fill]]], limits: Mapping[str, Decimal], out: _Builder
+    orders: dict[str, _Order],
+    standing: dict[str, tuple[str, list[Fill]]],
+    limits: Mapping[str, Decimal],
+    out: _Builder,
+    openings: Mapping[tuple[str, str], Opening] | None = None,
 ) -> None:
-    """Rule 2: per (account, market), cut fills back to the position limit."""
+    """Rule 2: per (account, market), cut fills back to the position limit, replaying from
+    the account's opening (what its retired orders left) if it has one."""
+    openings = openings or {}
     accounts: dict[tuple[str, str], list[tuple[tuple[int, int, str], int, str, Fill]]] = defaultdict(list)
     unsettled_accounts: set[tuple[str, str]] = set()
     for order in orders.values():
@@ -478,7 +517,8 @@ def _decide_limits(
         limit = limits[symbol]
         # (rank, fill index, trade id) is unique (a trade id is counted once): the fill is never compared.
         entries = sorted(accounts[account])
-        position = ZERO
+        opening = openings.get(account, NO_OPENING)
+        position = opening.position
         # order id -> [(fill, reversed qty, position before, index of the fill in `entries`)]
         breaches: dict[str, list[tuple[Fill, Decimal, Decimal, int]]] = defaultdict(list)
         for index, (_, _, _, fill) in enumerate(entries):
@@ -502,7 +542,7 @@ def _decide_limits(
                 order_id=order_id,
                 client=client,
                 symbol=symbol,
-                regions=tuple(sorted({f.region for f in prefix})),
+                regions=tuple(sorted({f.region for f in prefix} | opening.regions)),
                 standing_region=stand_region,
                 standing_trade_ids=tuple(f.trade_id for f in stand_fills if f.trade_id not in cut_ids),
                 compensated_trade_ids=tuple(f.trade_id for f, _, _, _ in cut),
@@ -512,7 +552,7 @@ def _decide_limits(
                     f"{client} {symbol}: position {format(before, 'f')} plus {first_fill.side} "
                     f"{format(first_fill.qty, 'f')} exceeds the limit {format(limit, 'f')} once the regions' fills are merged"
                 ),
-                decided_ms=max([f.ts_ms for f in prefix] + [c.updated_ms for c in order.copies.values()]),
+                decided_ms=max([f.ts_ms for f in prefix] + [c.updated_ms for c in order.copies.values()] + [opening.last_ts_ms]),
             )
             out.conflicts.append(conflict)
             for fill, reversed_qty, _, _ in cut:
@@ -564,8 +604,128 @@ def _reconcile(ledger: Ledger) -> Decisions:
         standing[order_id] = _decide_divergent(order, out)
     if ledger.limits:
         # Fills busted by rule 1 no longer count towards anyone's position.
-        _decide_limits(orders, standing, ledger.limits, out)
+        _decide_limits(orders, standing, ledger.limits, out, ledger.openings)
     return Decisions(tuple(out.conflicts), tuple(out.compensations), tuple(out.adjustments))
+
+
+# --- retirement -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """What `retire` decided: the orders whose copies and fills may go, the new openings of
+    the accounts they leave (markets with a limit), and their decisions, to be written
+    (where not yet) before their state goes."""
+
+    order_ids: tuple[str, ...] = ()
+    openings: Mapping[tuple[str, str], Opening] = field(default_factory=dict)
+    decisions: Decisions = field(default_factory=Decisions)
+    # order id -> the signed position its standing fills add to its account's opening
+    shares: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+def newest_fact_ms(order: _Order) -> int:
+    newest = 0
+    for copy in order.copies.values():
+        newest = max(newest, copy.updated_ms, copy.accept_ms)
+    for region_fills in order.fills.values():
+        for fill in region_fills:
+            if fill.ts_ms > newest:
+                newest = fill.ts_ms
+    return newest
+
+
+def _account_of(order: _Order) -> tuple[str, str]:
+    if order.copies:
+        copy = min(order.copies.values(), key=_rank)
+        return copy.client, copy.symbol
+    fill = next(f for fs in order.fills.values() for f in fs)
+    return fill.client, fill.symbol
+
+
+def retire(
+    ledger: Ledger,
+    now_ms: int,
+    horizon_ms: int,
+    regions: Iterable[str],
+    held_in: Mapping[str, Iterable[str]],
+    pending: Iterable[str] = (),
+) -> Retirement:
+    """The orders of `ledger` that can no longer change a decision, at stream time `now_ms`
+    (the rule in the module note). `held_in`: order id -> the regions whose stream showed a
+    replica of it; `pending`: the orders changed since the last decision run. Pure."""
+    with gc_paused():
+        return _retire(ledger, now_ms, horizon_ms, frozenset(regions), held_in, frozenset(pending))
+
+
+def _retire(
+    ledger: Ledger, now_ms: int, horizon_ms: int, regions: frozenset[str], held_in: Mapping[str, Iterable[str]], pending: frozenset[str]
+) -> Retirement:
+    orders = _group(ledger)
+    cutoff = now_ms - horizon_ms
+    quiet: set[str] = set()
+    for order_id, order in orders.items():
+        if order_id in pending or newest_fact_ms(order) > cutoff or not order.settled():
+            continue
+        if regions <= set(order.copies).union(held_in.get(order_id, ())):
+            quiet.add(order_id)
+    limits = ledger.limits
+    if limits:
+        # Per account in a market with a limit: only the quiet orders that rank before every
+        # order still able to change (a fill yet to come enters the replay at its order's rank).
+        blocking: dict[tuple[str, str], tuple[int, int, str]] = {}
+        ranked: list[tuple[tuple[str, str], tuple[int, int, str], str]] = []
+        for order_id, order in orders.items():
+            account = _account_of(order)
+            if account[1] not in limits:
+                continue
+            if order_id in quiet:
+                stand = order.ranked_regions()[0]
+                if order.fills.get(stand):
+                    copy = order.copies[stand]
+                    ranked.append((account, (copy.accept_ms, copy.seq, stand), order_id))
+                continue
+            # Its copy not seen yet: it may rank anywhere, so it holds the whole account.
+            rank = min((_rank(c) for c in order.copies.values()), default=(-1, -1, ""))
+            if account not in blocking or rank < blocking[account]:
+                blocking[account] = rank
+        for account, rank, order_id in ranked:
+            if account in blocking and rank >= blocking[account]:
+                quiet.discard(order_id)
+    if not quiet:
+        return Retirement()
+    retiring = sorted(quiet)
+    sub = Ledger(
+        acceptances=tuple(c for o in retiring for c in orders[o].copies.values()),
+        fills=tuple(f for o in retiring for fs in orders[o].fills.values() for f in fs),
+        reference_prices=ledger.reference_prices,
+        limits=limits,
+        openings=ledger.openings,
+    )
+    decisions = _reconcile(sub)
+    openings: dict[tuple[str, str], Opening] = {}
+    shares: dict[str, Decimal] = {}
+    if limits:
+        reversed_qty = decisions.compensated()
+        for order_id in retiring:
+            order = orders[order_id]
+            account = _account_of(order)
+            if account[1] not in limits:
+                continue
+            stand_fills = order.fills.get(order.ranked_regions()[0], ())
+            if not stand_fills:
+                continue
+            opening = openings.get(account) or ledger.openings.get(account, NO_OPENING)
+            places, last = set(opening.regions), opening.last_ts_ms
+            share = ZERO
+            for fill in stand_fills:
+                kept = fill.qty - reversed_qty.get(fill.trade_id, ZERO)
+                share += kept if fill.side == "BUY" else -kept
+                places.add(fill.region)
+                last = max(last, fill.ts_ms)
+            shares[order_id] = share
+            openings[account] = Opening(opening.position + share, frozenset(places), last)
+    return Retirement(tuple(retiring), openings, decisions, shares)
 
 
 # --- plain items (the reconcile table's records) ------------------------------------

@@ -8,6 +8,15 @@ decision it has not written yet to the reconcile table of its home region with a
 conditional put on the record's deterministic id (the replicator carries the table to
 the other regions). Events are published after each successful put; a replay writes
 and publishes nothing.
+
+Memory is bounded by age, not by the history's length: an order that can no longer
+change a decision (settled, decided, held by every region, its newest fact older than
+the horizon in the streams' own time: `reconciler.retire`) leaves the working state and
+is kept one more horizon as a tombstone (its copies and fills, without the indexes). A
+record of a retired order that says nothing new (a repeated write, the outbox flag's
+removal) is dropped there instead of starting a half-known order again; one that does
+say something new (which the retirement rule says cannot happen) brings the order back
+from its tombstone and is decided with everything it knew.
 """
 
 from __future__ import annotations
@@ -28,18 +37,21 @@ from reconcile_panel.limits import position_delta, position_limits
 from reconcile_panel.reconciler import (
     FINAL,
     SUPERSEDED,
+    ZERO,
     Acceptance,
     Decisions,
     Fill,
     Ledger,
+    Opening,
     acceptance_from_order_item,
     decision_items,
     fill_from_trade_item,
     gc_paused,
     reconcile,
+    retire,
     unsettled_orders,
 )
-from reconcile_panel.replication import is_replica
+from reconcile_panel.replication import is_replica, version_ms
 from reconcile_panel.store import ReconcileStore
 from trading.config import ExchangeConfig
 from trading.store import SequenceStore, table_names
@@ -66,6 +78,16 @@ class RunResult:
         return self.conflicts + self.compensations + self.adjustments
 
 
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A retired order, kept one more horizon: what it knew, to judge a late record by."""
+
+    retired_ms: int
+    copies: tuple[Acceptance, ...]
+    fills: tuple[Fill, ...]
+    share: Decimal  # what it added to its account's opening (markets with a limit)
+
+
 class ReconcileWorker:
     def __init__(
         self,
@@ -75,6 +97,7 @@ class ReconcileWorker:
         limits: dict[str, Decimal] | None = None,
         tail: bool = True,
         poll_interval_s: float = 0.25,
+        horizon_s: float | None = None,
     ):
         self.config = config
         self.partitioned = partitioned
@@ -91,6 +114,19 @@ class ReconcileWorker:
         self._orders_by_account: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._touched: set[str] = set()
         self._written: set[str] = set()
+        self._written_by_order: dict[str, list[str]] = defaultdict(list)
+        # Retirement (see the module note): the streams' clock, the regions each order's
+        # replica was seen in, what retired accounts left for rule 2, the tombstones.
+        self.horizon_ms = int(1000 * (config.reconcile_horizon_s if horizon_s is None else horizon_s))
+        self.retire_every_ms = max(1000, self.horizon_ms // 10)
+        self.stream_ms = 0
+        self._last_retired_ms = 0
+        self._held_in: dict[str, set[str]] = defaultdict(set)
+        self.openings: dict[tuple[str, str], Opening] = {}
+        self._tombstones: dict[str, Tombstone] = {}  # in retirement order
+        self.retired_total = 0
+        self.late_records_dropped = 0
+        self.restored_total = 0
         self._loaded_written = False
         self._lock = threading.RLock()
         self.stop_event = threading.Event()
@@ -124,11 +160,22 @@ class ReconcileWorker:
         if type(pk) is not str:
             pk = str(pk)
         if pk.startswith("ORDER#"):
+            written = version_ms(image)
+            if written > self.stream_ms:
+                self.stream_ms = written
             if is_replica(image):
+                order_id = str(image.get("orderId"))
+                if order_id in self._regions_by_order or order_id in self._fills_by_order:
+                    self._held_in[order_id].add(record.region)  # that region now refuses a new copy
                 self._superseded_by(image, record.region)
                 return
             # The writer's region names the copy: that is where its fills happen.
             acc = acceptance_from_order_item(image, region=record.region)
+            if acc.order_id in self._tombstones:
+                if self._nothing_new(self._tombstones[acc.order_id], acc):
+                    self.late_records_dropped += 1
+                    return
+                self._restore(acc.order_id)
             key = (acc.order_id, acc.region)
             known = self.copies.get(key)
             if known is not None:
@@ -140,8 +187,19 @@ class ReconcileWorker:
             self._regions_by_order[acc.order_id].add(acc.region)
             self._orders_by_account[(acc.client, acc.symbol)].add(acc.order_id)
             self._touched.add(acc.order_id)
-        elif pk.startswith("TRADE#") and not is_replica(image):
+        elif pk.startswith("TRADE#"):
+            written = version_ms(image)
+            if written > self.stream_ms:
+                self.stream_ms = written
+            if is_replica(image):
+                return
             fill = fill_from_trade_item(image)
+            tomb = self._tombstones.get(fill.order_id)
+            if tomb is not None:
+                if any(f.trade_id == fill.trade_id for f in tomb.fills):
+                    self.late_records_dropped += 1
+                    return
+                self._restore(fill.order_id)
             self.fills[fill.trade_id] = fill
             self._fills_by_order[fill.order_id].add(fill.trade_id)
             self._orders_by_account[(fill.client, fill.symbol)].add(fill.order_id)
@@ -157,6 +215,39 @@ class ReconcileWorker:
             self.copies[key] = replace(known, status=SUPERSEDED, updated_ms=max(known.updated_ms, int(image.get("updatedAt", 0))))
             self._touched.add(known.order_id)
 
+    @staticmethod
+    def _nothing_new(tomb: Tombstone, acc: Acceptance) -> bool:
+        """A retired order's copy written again with the same facts (or an older write)."""
+        for known in tomb.copies:
+            if known.region == acc.region:
+                return known.updated_ms > acc.updated_ms or (
+                    (known.status, known.filled_qty, known.cancel_requested) == (acc.status, acc.filled_qty, acc.cancel_requested)
+                )
+        return False
+
+    def _restore(self, order_id: str) -> None:
+        """Bring a retired order back from its tombstone: a late record says something new."""
+        tomb = self._tombstones.pop(order_id)
+        for copy in tomb.copies:
+            self.copies[(order_id, copy.region)] = copy
+            self._regions_by_order[order_id].add(copy.region)
+            self._orders_by_account[(copy.client, copy.symbol)].add(order_id)
+        for fill in tomb.fills:
+            self.fills[fill.trade_id] = fill
+            self._fills_by_order[order_id].add(fill.trade_id)
+            self._orders_by_account[(fill.client, fill.symbol)].add(order_id)
+        self._held_in[order_id].update(self.config.regions)  # it retired held everywhere
+        if tomb.share and tomb.copies:
+            # Rule 2 replays it again: its fills leave the account's opening.
+            first = tomb.copies[0]
+            account = (first.client, first.symbol)
+            opening = self.openings.get(account)
+            if opening is not None:
+                self.openings[account] = replace(opening, position=opening.position - tomb.share)
+        self._touched.add(order_id)
+        self.restored_total += 1
+        log.warning("reconcile: a late record of retired order %s says something new; deciding it again", order_id)
+
     def ledger(self, order_ids: set[str] | None = None) -> Ledger:
         """The merged history (of `order_ids` only, if given)."""
         with self._lock:
@@ -166,7 +257,8 @@ class ReconcileWorker:
             else:
                 copies = [self.copies[(o, r)] for o in order_ids for r in self._regions_by_order.get(o, ())]
                 fills = [self.fills[t] for o in order_ids for t in self._fills_by_order.get(o, ())]
-        return Ledger(tuple(copies), tuple(fills), self.reference_prices, self.limits)
+            openings = dict(self.openings)
+        return Ledger(tuple(copies), tuple(fills), self.reference_prices, self.limits, openings)
 
     def _scope(self, touched: set[str]) -> set[str]:
         """The touched orders and, where limits apply, every order of their accounts."""
@@ -203,26 +295,106 @@ class ReconcileWorker:
         if self.held():
             return RunResult(held=True)
         if not self._loaded_written:
-            self._written.update(str(item["pk"]) for item in self.store.scan_all())
+            for item in self.store.scan_all():
+                self._mark_written(item)
             self._loaded_written = True
         with self._lock:
             touched = set(self._touched)
             scope = self._scope(touched)
-        decisions = reconcile(self.ledger(scope))
+        counts = self._write(reconcile(self.ledger(scope)))
+        settled = self._settled(touched)
+        with self._lock:
+            self._touched -= settled
+        self.retire_due()
+        return RunResult(False, counts["CONFLICT"], counts["COMPENSATION"], counts["ADJUSTMENT"])
+
+    def _mark_written(self, item: dict[str, Any]) -> None:
+        pk = str(item["pk"])
+        if pk not in self._written:
+            self._written.add(pk)
+            self._written_by_order[str(item.get("orderId", ""))].append(pk)
+
+    def _write(self, decisions: Decisions) -> dict[str, int]:
+        """Put each record not written yet (conditional on its id), publishing those that were new."""
         counts = {"CONFLICT": 0, "COMPENSATION": 0, "ADJUSTMENT": 0}
         conflict_regions = {c.conflict_id: list(c.regions) for c in decisions.conflicts}
         for item in decision_items(decisions):
-            pk = str(item["pk"])
-            if pk in self._written:
+            if str(item["pk"]) in self._written:
                 continue
             if self.store.put_once(item, self._position_change(item)):
                 counts[item["recordType"]] += 1
                 reconcile_events.publish_record(item, self.home_region, conflict_regions.get(str(item.get("conflictId"))))
-            self._written.add(pk)
-        settled = self._settled(touched)
+            with self._lock:
+                self._mark_written(item)
+        return counts
+
+    # --- retiring -----------------------------------------------------------------
+
+    def retire_due(self, force: bool = False) -> int:
+        """Retire what `reconciler.retire` says can no longer change a decision, at most once
+        per tenth of the horizon of stream time. Its decisions not written yet go first.
+        Returns how many orders retired."""
         with self._lock:
-            self._touched -= settled
-        return RunResult(False, counts["CONFLICT"], counts["COMPENSATION"], counts["ADJUSTMENT"])
+            now = self.stream_ms
+            if not force and now - self._last_retired_ms < self.retire_every_ms:
+                return 0
+            self._last_retired_ms = now
+            pending = set(self._touched)
+            retirement = retire(self.ledger(), now, self.horizon_ms, self.config.regions, self._held_in, pending)
+        if not retirement.order_ids:
+            self._expire_tombstones(now)
+            return 0
+        self._write(retirement.decisions)
+        with self._lock:
+            if not self._touched.isdisjoint(retirement.order_ids):
+                return 0  # a record of one of them came in meanwhile: judge again next time
+            for order_id in retirement.order_ids:
+                self._retire_one(order_id, now, retirement.shares.get(order_id, ZERO))
+            self.openings.update(retirement.openings)
+            self.retired_total += len(retirement.order_ids)
+        self._expire_tombstones(now)
+        return len(retirement.order_ids)
+
+    def _retire_one(self, order_id: str, now_ms: int, share: Decimal) -> None:
+        regions = self._regions_by_order.pop(order_id, ())
+        copies = tuple(self.copies.pop((order_id, region)) for region in sorted(regions))
+        trade_ids = self._fills_by_order.pop(order_id, ())
+        fills = tuple(self.fills.pop(trade_id) for trade_id in sorted(trade_ids))
+        self._held_in.pop(order_id, None)
+        for pk in self._written_by_order.pop(order_id, ()):
+            self._written.discard(pk)
+        for account in {(c.client, c.symbol) for c in copies} | {(f.client, f.symbol) for f in fills}:
+            orders = self._orders_by_account.get(account)
+            if orders is not None:
+                orders.discard(order_id)
+                if not orders:
+                    del self._orders_by_account[account]
+        self._tombstones[order_id] = Tombstone(now_ms, copies, fills, share)
+
+    def _expire_tombstones(self, now_ms: int) -> None:
+        """Tombstones live one more horizon; they are in retirement order, oldest first."""
+        with self._lock:
+            tombstones = self._tombstones
+            while tombstones:
+                order_id = next(iter(tombstones))
+                if tombstones[order_id].retired_ms > now_ms - self.horizon_ms:
+                    break
+                del tombstones[order_id]
+
+    def retained(self) -> dict[str, int]:
+        """How much the worker holds: entries per structure (what the soak watches stay flat)."""
+        with self._lock:
+            return {
+                "orders": len(self._regions_by_order.keys() | self._fills_by_order.keys()),
+                "copies": len(self.copies),
+                "fills": len(self.fills),
+                "tombstones": len(self._tombstones),
+                "held_in": len(self._held_in),
+                "written": len(self._written),
+                "accounts": len(self._orders_by_account),
+                "openings": len(self.openings),
+                "pending": len(self._touched),
+            }
 
     def _position_change(self, item: dict[str, Any]) -> dict[str, Any] | None:
         """A compensation in a market with a limit moves the home region's position counter
