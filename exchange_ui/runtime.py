@@ -22,10 +22,10 @@ from simfill.worker import AzWorker
 from trading import aws, events
 from trading.actions import AcceptedRelay, Exchange, sweep_outbox
 from trading.config import ExchangeConfig, env_int
-from trading.metrics import METRICS
+from trading.metrics import METRICS, ROUND_TRIPS, ApiProbe
 from trading.store import table_names
 from trading.streams import StreamTailer
-from trading.synthetic import SyntheticTraders
+from trading.synthetic import FILL_TIMEOUT_S, SyntheticTraders
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,13 @@ BACKPRESSURE_QUEUED = 25
 # EXCHANGE_BACKPRESSURE_ACCEPT_MS moves the bound for a slower (or busier) machine.
 BACKPRESSURE_ACCEPT_MS = float(env_int("EXCHANGE_BACKPRESSURE_ACCEPT_MS", 1000, minimum=1))
 BACKPRESSURE_WINDOW_S = 10.0
+# The flash warning: fills have become slow (time-to-fill p99 of the last 10 s at or
+# above this), or clients are timing out and resending. A CPU spike on the fill tasks
+# moves these, not time-to-accept. EXCHANGE_FLASH_FILL_MS moves the bound.
+FLASH_FILL_MS = float(env_int("EXCHANGE_FLASH_FILL_MS", 1000, minimum=1))
+FLASH_WINDOW_S = 10.0
 FULL_SWEEP_EVERY_S = 300.0
+API_PROBE_EVERY_S = 2.0
 FULL_SWEEP_AGE_S = 30.0
 
 
@@ -63,6 +69,7 @@ class Runtime:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    flash_fill_ms: float = FLASH_FILL_MS
     _throttled_at_sample: int = 0
     started: bool = False
     plane: Any = None  # faults.injection.FaultPlane
@@ -86,11 +93,14 @@ class Runtime:
         if len(config.regions) > 1:
             runtime._build_replication(with_mirror)
         elif with_mirror:
-            from trading.mirror import apply_records
+            from trading.mirror import MirrorFeed
 
+            # The stream readers hand their batches to the feed, which retries what fails.
+            runtime.mirror_feed = MirrorFeed(exchange)
             names = table_names(config.table_prefix)
             for role in ("orders", "trades"):
-                runtime.tailers.append(StreamTailer(config.regions[0], names[role], apply_records))
+                handler = runtime._mirror_and_time_fills if role == "orders" else runtime.mirror_feed
+                runtime.tailers.append(StreamTailer(config.regions[0], names[role], handler))
         return runtime
 
     def _build_replication(self, with_mirror: bool) -> None:
@@ -107,8 +117,20 @@ class Runtime:
         self.reconciler = ReconcileWorker(self.config, partitioned=self.replicator.is_cut, tail=False)
         self.replicator.listeners.append(self.reconciler.ingest_batch)
         if with_mirror:
-            self.mirror_feed = MirrorFeed()
+            self.mirror_feed = MirrorFeed(self.exchange)
             self.replicator.listeners.append(self.mirror_feed)
+        self.replicator.listeners.append(self.observe_fills)
+
+    def observe_fills(self, records: list[Any]) -> None:
+        """Time-to-fill from the Orders streams' records (every topology's fills pass there)."""
+        try:
+            METRICS.record_fills(records, time.time())
+        except Exception:  # a metric never holds the stream reader back
+            log.exception("time-to-fill: a stream batch could not be read")
+
+    def _mirror_and_time_fills(self, records: list[Any]) -> None:
+        self.mirror_feed(records)
+        self.observe_fills(records)
 
     def _build_fault_plane(self) -> None:
         from faults.injection import FaultPlane
@@ -192,6 +214,8 @@ class Runtime:
             self._start_consumers()
         self._spawn("outbox-sweep", self._sweep_loop)
         self._spawn("sampler", self._sample_loop)
+        for region in self.config.regions:
+            self._spawn(f"api-probe-{region}", lambda region=region: self._probe_loop(region))
         if consumers and synthetic and self.synthetic is not None:
             self.synthetic.start()
             if self.replicator is not None and self.config.synthetic_rate > 0:
@@ -360,6 +384,21 @@ class Runtime:
             except Exception:
                 log.exception("outbox sweep failed")
 
+    def _probe_loop(self, region: str) -> None:
+        """Each region's API round trip, every API_PROBE_EVERY_S: one GetItem through the fault
+        plane (a latency fault lengthens it, an outage fails it), in a thread per region so
+        a slow region never delays another's figure or the sampler."""
+        stores = self.exchange.stores[region]
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                stores.sequences.probe()
+                probe = ApiProbe(round((time.monotonic() - started) * 1000, 1), int(time.time() * 1000))
+            except (BotoCoreError, ClientError) as error:
+                probe = ApiProbe(None, int(time.time() * 1000), str(error)[:160])
+            ROUND_TRIPS.record_api(region, probe)
+            self.stop_event.wait(API_PROBE_EVERY_S)
+
     def _sample_loop(self) -> None:
         # Once a second; sooner when the SDK starts seeing throttles, so the banner follows
         # a throttling fault within a fraction of a second rather than at the next tick.
@@ -430,19 +469,35 @@ class Runtime:
         recent_p50, _ = METRICS.accept_percentiles(now, within_s=BACKPRESSURE_WINDOW_S)
         if recent_p50 is not None and recent_p50 >= BACKPRESSURE_ACCEPT_MS:
             reasons.append(f"time-to-accept {recent_p50:.0f} ms (median, last {BACKPRESSURE_WINDOW_S:.0f} s)")
+        fill_p50, fill_p99 = METRICS.fill_percentiles(now)
+        flash = self.flash_reasons(now)
         return {
             "time_to_accept_p50_ms": p50,
             "time_to_accept_p99_ms": p99,
             "queued_events": queued,
             "awaiting_fill": self.awaiting_fill(),
             "tape_divergence": self.tape_divergence(),
+            "replication_backlog": self.replication_backlog(),
+            "time_to_fill_p50_ms": fill_p50,
+            "time_to_fill_p99_ms": fill_p99,
+            "client_retries": METRICS.retries_within(now, FLASH_WINDOW_S),
+            "flash_warning": bool(flash),
+            "flash_reason": "; ".join(flash),
             "duplicate_orders": self.duplicate_orders(),
             "idempotency": self.exchange.idempotent(),
             "replication_lag_ms": self.replication_lag_ms(),
+            **self.mirror_figures(),
             "backpressure": bool(reasons),
             "backpressure_reason": "; ".join(reasons),
+            **ROUND_TRIPS.socket_figures(now),
             "per_region": {
-                region: {"queued": s.visible, "in_flight": s.in_flight, **dict(zip(("time_to_accept_p50_ms", "time_to_accept_p99_ms"), METRICS.accept_percentiles(now, region)))}
+                region: {
+                    "queued": s.visible,
+                    "in_flight": s.in_flight,
+                    **ROUND_TRIPS.api_figures(region),
+                    **dict(zip(("time_to_accept_p50_ms", "time_to_accept_p99_ms"), METRICS.accept_percentiles(now, region))),
+                    **dict(zip(("time_to_fill_p50_ms", "time_to_fill_p99_ms"), METRICS.fill_percentiles(now, region))),
+                }
                 for region, s in self.samples.items()
             },
         }
@@ -461,8 +516,33 @@ class Runtime:
         ]
         return round(max(lags), 1) if lags else 0.0
 
+    def mirror_figures(self) -> dict[str, Any]:
+        """How far the Django mirror trails the tables, and what it could not take yet
+        (None and 0 in a process that feeds no mirror, such as the API facade alone)."""
+        feed = self.mirror_feed
+        if feed is None:
+            return {"mirror_lag_ms": None, "mirror_retry_list": 0, "mirror_repaired": 0}
+        return {"mirror_lag_ms": feed.lag_ms(), "mirror_retry_list": len(feed.retry_list), "mirror_repaired": feed.repaired}
+
+    def flash_reasons(self, now: float) -> list[str]:
+        """Why the flash warning is up (empty: it is not): slow fills, client timeouts."""
+        reasons = []
+        _, recent_p99 = METRICS.fill_percentiles(now, within_s=FLASH_WINDOW_S)
+        if recent_p99 is not None and recent_p99 >= self.flash_fill_ms:
+            reasons.append(f"time-to-fill p99 {recent_p99:,.0f} ms over the last {FLASH_WINDOW_S:.0f} s")
+        retries = METRICS.retries_within(now, FLASH_WINDOW_S)
+        if retries:
+            reasons.append(f"{retries} client {'retry' if retries == 1 else 'retries'} in {FLASH_WINDOW_S:.0f} s (no fill seen within {FILL_TIMEOUT_S:.0f} s)")
+        return reasons
+
     def tape_divergence(self) -> int:
-        """Records one region has written that another has not yet applied (the pairs' backlogs)."""
+        """Trades on one region's tape and not on another's, each counted once."""
+        if self.replicator is None:
+            return 0
+        return self.replicator.tapes.total()
+
+    def replication_backlog(self) -> int:
+        """Records one region has written that another has not applied yet (every pair's backlog)."""
         if self.replicator is None:
             return 0
         return sum(self.replicator.backlog_size(src, dst) for src, dst in self.replicator.pairs)
@@ -502,6 +582,7 @@ class Runtime:
                     "replication_lag_ms": self.replication_lag_ms(into=region),
                     "replication": [p for p in self.replication_pairs() if p["destination"] == region],
                     "error": sample.error,
+                    **ROUND_TRIPS.api_figures(region),
                 }
             )
         return views

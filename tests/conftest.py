@@ -148,6 +148,42 @@ class RawBody:
 
 
 @contextmanager
+def failing_db_writes(table: str, times: int | None = 1, matching: str = "") -> Iterator[list[str]]:
+    """The database refuses writes: the next `times` (None: every) INSERT into `table`
+    whose parameters mention `matching` raises OperationalError, on every thread's
+    connection (the mirror writes on its own). Yields the statements it refused."""
+    from django.db import OperationalError, connections
+    from django.db.backends.signals import connection_created
+
+    refused: list[str] = []
+    wrapped: list[Any] = []
+
+    def refuse(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith(f'INSERT INTO "{table}"') and (times is None or len(refused) < times) and matching in repr(params):
+            refused.append(sql[:80])
+            raise OperationalError("injected: the database refused the write")
+        return execute(sql, params, many, context)
+
+    def install(connection: Any, **_: Any) -> None:
+        if refuse not in connection.execute_wrappers:
+            connection.execute_wrappers.append(refuse)
+            wrapped.append(connection)
+
+    def on_connect(sender: Any, connection: Any, **_: Any) -> None:
+        install(connection)
+
+    connection_created.connect(on_connect)
+    install(connections["default"])
+    try:
+        yield refused
+    finally:
+        connection_created.disconnect(on_connect)
+        for connection in wrapped:
+            if refuse in connection.execute_wrappers:
+                connection.execute_wrappers.remove(refuse)
+
+
+@contextmanager
 def failing_calls(*operations: str) -> Iterator[None]:
     """Every call to the named AWS operations fails (an HTTP 500) while the block runs."""
     from botocore.awsrequest import AWSResponse
@@ -162,3 +198,28 @@ def failing_calls(*operations: str) -> Iterator[None]:
         yield
     finally:
         aws.unregister_before_send(fail)
+
+
+@pytest.fixture
+def filling_runtime(aws_resources: ExchangeConfig) -> Iterator[Any]:
+    """The embedded runtime, built on the fresh moto state (fault plane installed, the
+    experiment runner started) with the first region's SimFill tasks running. The streams
+    are read when the test says (`runtime.catch_up()`, `runtime.replicator.drain()`)."""
+    from exchange_ui.runtime import Runtime, set_runtime
+
+    built = Runtime.build(aws_resources)
+    built.plane.install()
+    built.runner.start()
+    set_runtime(built)
+    workers = [built.workers[az] for az in aws_resources.azs(aws_resources.regions[0])]
+    for worker in workers:
+        worker.start()
+    yield built
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        if worker.thread is not None:
+            worker.thread.join(10)
+    built.runner.close()
+    built.plane.uninstall()
+    set_runtime(None)

@@ -129,6 +129,9 @@ class SyntheticTraders:
                 del self.waiting[order_id]
         for _, (_, intent, was_retry) in expired:
             if not was_retry:
+                metrics = getattr(self.exchange, "metrics", None)
+                if metrics is not None:
+                    metrics.record_retry(time.time())  # a client timeout: the flash warning's signal
                 self.submit(intent, retry=True)
 
     def run(self) -> None:
