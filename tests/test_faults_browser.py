@@ -20,6 +20,7 @@ def game_day_server() -> Iterator[LiveServer]:
     server = LiveServer(synthetic_rate="4")
     # A busy test machine can see a seconds-long p99 with no fault at all: the bound sits above it.
     server.env["EXCHANGE_BACKPRESSURE_ACCEPT_MS"] = "2500"
+    server.env["EXCHANGE_FLASH_FILL_MS"] = "2500"
     server.start()
     server.manage("shell", "-c", f"from django.contrib.auth.models import User; User.objects.create_user('{OPS[0]}', password='{OPS[1]}', is_staff=True)")
     yield server
@@ -94,4 +95,33 @@ def test_it_refuses_the_panel_to_traders(game_day_server: LiveServer, browser: B
     response = page.goto(game_day_server.url + "/experiments/")
     assert response is not None and response.status == 403
     expect(page.locator("h1")).to_have_text("Operators only")
+    page.close()
+
+
+def test_it_flashes_the_warning_while_a_cpu_spike_slows_the_fills(game_day_server: LiveServer, browser: Browser) -> None:  # noqa: F811
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    log_in(page, game_day_server, *OPS)
+    expect(page.locator("#flash-warning")).to_be_hidden()
+    expect(page.locator("canvas[data-chart=fill]")).to_be_visible()
+
+    page.goto(game_day_server.url + "/experiments/")
+    template = page.locator("#template-cpu-spike")
+    template.locator("select[name=duration]").select_option("PT1M")
+    template.get_by_role("button", name="Preview blast radius").click()
+    template.get_by_role("button", name="Start experiment").click()
+    expect(template).to_contain_text("Started EXP")
+
+    page.click("a.brand")
+    expect(page.locator("#live")).to_have_attribute("data-connected", "1", timeout=10_000)
+    expect(page.locator("#banner-faults")).to_contain_text("CPU stress 90% on us-east-1a")
+    # The stressed tasks fall behind the synthetic clients: fills slow, then clients retry.
+    expect(page.locator("#flash-warning")).to_be_visible(timeout=60_000)
+    expect(page.locator("#flash-warning")).to_contain_text("time-to-fill p99")
+    assert page.locator("#flash-warning").get_attribute("data-flashed-at")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-under-cpu-spike.png"))
+
+    page.get_by_role("button", name="Stop all experiments").click()
+    expect(page.locator("#experiments-lever")).to_contain_text("No experiment running", timeout=3_000)
+    # Once the backlog has drained and the slow fills have left the window, it goes.
+    expect(page.locator("#flash-warning")).to_be_hidden(timeout=90_000)
     page.close()

@@ -1,4 +1,4 @@
-// Live charts, the p99 flash warning and the experiment timelines' moving "now".
+// Live charts, the flash warning's blink and the experiment timelines' moving "now".
 // Reads only what the server rendered: the #metrics figures (data-* attributes, pushed
 // once a second over the socket) and the fault windows in #fault-windows. No library.
 (function () {
@@ -6,8 +6,7 @@
   var WINDOW_MS = 300 * 1000;
   var buffer = [];           // {t, p50, p99, queued, awaiting}
   var lastMetrics = null;    // the #metrics element last sampled (each push replaces it)
-  var lastFlashAt = 0;
-  var flashTimer = null;
+  var flashedAt = 0;          // when the server last brought #flash-warning up (0: it is down)
   var STORE_KEY = "exchange-metrics-buffer"; // survives moving between the dashboard and the panel
 
   function restore() {
@@ -52,40 +51,40 @@
     if (!el || el === lastMetrics) return false;
     lastMetrics = el;
     var now = Date.now();
-    var point = { t: now, p50: num(el, "data-p50"), p99: num(el, "data-p99"), queued: num(el, "data-queued"), awaiting: num(el, "data-awaiting"), divergence: num(el, "data-divergence"), lag: num(el, "data-lag") };
-    checkFlash(point);
+    var point = { t: now, p50: num(el, "data-p50"), p99: num(el, "data-p99"), queued: num(el, "data-queued"), awaiting: num(el, "data-awaiting"), divergence: num(el, "data-divergence"), lag: num(el, "data-lag"), fill50: num(el, "data-fill-p50"), fill99: num(el, "data-fill-p99"), backlog: num(el, "data-backlog") };
+    roundTrips(el, point);
+    checkFlash();
     buffer.push(point);
     while (buffer.length && buffer[0].t < now - WINDOW_MS) buffer.shift();
     try { sessionStorage.setItem(STORE_KEY, JSON.stringify(buffer)); } catch (e) { /* private mode: charts start empty */ }
     return true;
   }
 
-  // --- the flash warning: time-to-accept p99 rising ------------------------------------------
-
-  function median(values) {
-    if (!values.length) return null;
-    var sorted = values.slice().sort(function (a, b) { return a - b; });
-    return sorted[Math.floor(sorted.length / 2)];
+  // Round trips: every browser's socket p50 / p99 (the server's figures), this page's own last
+  // ping (live.js keeps it on #live) and each region's API probe ("us-east-1=12.5 eu-west-1=").
+  function roundTrips(el, point) {
+    point.rtt50 = num(el, "data-socket-rtt-p50");
+    point.rtt99 = num(el, "data-socket-rtt-p99");
+    var live = document.getElementById("live");
+    point.rttSelf = live ? num(live, "data-rtt") : null;
+    (el.getAttribute("data-api-rtt") || "").split(" ").forEach(function (pair) {
+      var at = pair.indexOf("=");
+      if (at <= 0) return;
+      var value = parseFloat(pair.slice(at + 1));
+      point["api:" + pair.slice(0, at)] = isFinite(value) ? value : null;
+    });
   }
 
-  function checkFlash(point) {
-    if (point.p99 === null) return;
-    var recent = buffer.filter(function (p) { return p.t >= point.t - 60000 && p.p99 !== null; }).map(function (p) { return p.p99; });
-    var baseline = median(recent);
-    var rising = point.p99 >= 300 && (baseline === null ? point.p99 >= 500 : point.p99 >= Math.max(1.5 * baseline, baseline + 150));
-    if (!rising || point.t - lastFlashAt < 10000) return;
-    lastFlashAt = point.t;
+  // --- the flash warning: the server decides (slow fills, client retries); it blinks as it appears
+
+  function checkFlash() {
     var flash = document.getElementById("flash-warning");
-    if (!flash) return;
-    flash.textContent = "Time to accept rising: p99 " + Math.round(point.p99) + " ms" +
-      (baseline !== null ? " (was " + Math.round(baseline) + " ms over the last minute)" : "");
-    flash.hidden = false;
-    flash.classList.remove("flashing");
-    void flash.offsetWidth; // restart the animation
-    flash.classList.add("flashing");
-    flash.setAttribute("data-flashed-at", String(point.t));
-    clearTimeout(flashTimer);
-    flashTimer = setTimeout(function () { flash.hidden = true; }, 6000);
+    if (!flash || flash.hidden) { flashedAt = 0; return; }
+    if (!flashedAt) {
+      flashedAt = Date.now();
+      flash.classList.add("flashing"); // each push replaces the element: only the first one blinks
+    }
+    flash.setAttribute("data-flashed-at", String(flashedAt));
   }
 
   // --- the charts ------------------------------------------------------------------------------
@@ -103,13 +102,23 @@
     latency: [{ key: "p50", color: "--accent" }, { key: "p99", color: "--alert" }],
     queued: [{ key: "queued", color: "--warn" }],
     awaiting: [{ key: "awaiting", color: "--buy" }],
+    fill: [{ key: "fill50", color: "--accent" }, { key: "fill99", color: "--alert" }],
     divergence: [{ key: "divergence", color: "--conflict" }],
-    lag: [{ key: "lag", color: "--accent" }]
+    backlog: [{ key: "backlog", color: "--warn" }],
+    lag: [{ key: "lag", color: "--accent" }],
+    "socket-rtt": [{ key: "rtt50", color: "--accent" }, { key: "rtt99", color: "--alert" }, { key: "rttSelf", color: "--buy" }]
   };
+  // A chart of one line per name in its data-series (the API round trip: one per region).
+  var SERIES_COLOURS = ["--accent", "--warn", "--buy", "--conflict"];
+  function namedSeries(canvas) {
+    return (canvas.getAttribute("data-series") || "").split(" ").filter(Boolean).map(function (name, i) {
+      return { key: "api:" + name, color: SERIES_COLOURS[i % SERIES_COLOURS.length] };
+    });
+  }
 
   function draw(canvas) {
-    var series = SERIES[canvas.getAttribute("data-chart")];
-    if (!series) return;
+    var series = SERIES[canvas.getAttribute("data-chart")] || namedSeries(canvas);
+    if (!series.length) return;
     var dpr = window.devicePixelRatio || 1;
     var size = sizeOf(canvas);
     var width = size.width || 300, height = size.height || 110;
@@ -122,7 +131,7 @@
     var padL = 34, padB = 14, plotW = width - padL - 4, plotH = height - padB - 4;
     function x(t) { return padL + ((t - from) / WINDOW_MS) * plotW; }
     var max = 0;
-    buffer.forEach(function (p) { series.forEach(function (s) { if (p[s.key] !== null && p[s.key] > max) max = p[s.key]; }); });
+    buffer.forEach(function (p) { series.forEach(function (s) { if (p[s.key] != null && p[s.key] > max) max = p[s.key]; }); });
     max = max <= 0 ? 1 : niceCeil(max * 1.1);
     function y(v) { return 4 + plotH - (v / max) * plotH; }
 
@@ -156,7 +165,7 @@
       var started = false;
       buffer.forEach(function (p) {
         var v = p[s.key];
-        if (v === null) { started = false; return; }
+        if (v == null) { started = false; return; }
         if (!started) { ctx.moveTo(x(p.t), y(v)); started = true; } else ctx.lineTo(x(p.t), y(v));
       });
       ctx.stroke();
