@@ -1,22 +1,29 @@
 """Feeds the Django mirror from the Orders and Trades tables' Streams.
 
 Upserts are idempotent and never go backwards: an older image of an order (a
-re-read stream batch, a late replica) does not overwrite a newer one.
+re-read stream batch, a late replica) does not overwrite a newer one. A batch that
+fails is retried, its poison records kept in a retry list, and a periodic sweep
+reconciles the mirror against the tables. The mirror trails the tables all the same:
+the listings that must not (read-your-writes) merge the tables' newest window in.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.db import close_old_connections, transaction
 
 from trading import models
 from trading.domain import Order, Trade
-from trading.store import order_from_item, trade_from_item
+from trading.store import order_from_item, order_to_item, trade_from_item, trade_to_item
 from trading.streams import ChangeRecord
 
 if TYPE_CHECKING:
@@ -178,46 +185,315 @@ def with_recent_trades(
     return tape[:limit]
 
 
+# Retries: a batch that fails is tried again, with a growing pause, before the mirror
+# goes on to the next; after MIRROR_TRIES it is split to find the records that fail,
+# the rest is applied, and those few wait in the retry list (tried again every
+# RETRY_LIST_EVERY_S): a poison record never holds up the mirror, and never vanishes.
+MIRROR_TRIES = 5
+MIRROR_BACKOFF_S = 0.05
+MIRROR_BACKOFF_MAX_S = 2.0
+RETRY_LIST_EVERY_S = 15.0
+RETRY_LIST_MAX = 10_000  # beyond it the oldest go (counted); the sweep restores them
+# The sweep: every SWEEP_EVERY_S, each region's Orders and Trades tables are read a Scan
+# page at a time (projected to ids and versions) and whatever the mirror lacks or holds
+# stale is fetched and upserted. It runs on the mirror's own thread, between batches.
+SWEEP_EVERY_S = 60.0
+SWEEP_PAGE = 1000
+SWEEP_PAGE_GAP_S = 0.1
+LAG_MEMORY_S = 5.0
+
+ItemKey = tuple[str, str, str]  # (region, table, pk)
+
+
+def mirrored(record: ChangeRecord) -> bool:
+    """Does the mirror take this record? Its region's own orders and fills (not replicas)."""
+    image = record.new_image
+    if image is None:
+        return False
+    pk = str(image.get("pk", ""))
+    return pk.startswith(("ORDER#", "TRADE#")) and image.get("region") == record.region
+
+
+def written_ms(record: ChangeRecord) -> int:
+    """When the record's item was written (its own clock): an order's updatedAt, a fill's timestamp."""
+    image = record.new_image or {}
+    value = image.get("updatedAt", image.get("timestamp", image.get("createdAt", 0)))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def item_key(record: ChangeRecord) -> ItemKey:
+    return (record.region, record.table, str((record.new_image or {}).get("pk", "")))
+
+
+def is_stale(held: tuple[int, str] | None, updated_ms: int, status: str) -> bool:
+    """Does the table's (updated_ms, status) of an order say the mirror's copy is missing or behind?"""
+    if held is None:
+        return True
+    return held != (updated_ms, status) and not (held[0] > updated_ms or (held[1] != "ACCEPTED" and status == "ACCEPTED"))
+
+
 class MirrorFeed:
     """Applies stream batches handed over by another reader, on its own thread.
 
     The replicator reads every stream anyway; it hands each batch here, so the
-    mirror's SQLite writes never hold up replication.
+    mirror's SQLite writes never hold up replication. A batch that fails is retried
+    before the next one (MIRROR_TRIES, bounded backoff), then split: what still fails
+    waits in `retry_list`. With an exchange to read, a periodic sweep reconciles the
+    mirror against the tables, so nothing accepted stays missing from the pages.
     """
 
-    def __init__(self) -> None:
-        self.batches: queue.Queue[list[ChangeRecord] | None] = queue.Queue()
+    def __init__(self, exchange: Exchange | None = None, clock: Callable[[], float] = time.time) -> None:
+        # (ticket, records) per handed-over batch; None: stop.
+        self.batches: queue.Queue[tuple[int, list[ChangeRecord]] | None] = queue.Queue()
+        self.exchange = exchange
+        self.clock = clock
         self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
         self.applied = 0
+        self.failed_tries = 0  # applications of a batch (or a part of one) that raised
+        self.retry_list: OrderedDict[ItemKey, ChangeRecord] = OrderedDict()
+        self.retry_list_dropped = 0
+        self.sweeps = 0
+        self.repaired = 0  # rows the sweep found missing or stale, and upserted
+        self.sweep_every_s = SWEEP_EVERY_S
+        self.retry_every_s = RETRY_LIST_EVERY_S
+        self._lock = threading.Lock()
+        # Written times of the batches handed over and not yet applied, by ticket.
+        self._waiting: dict[int, int] = {}
+        self._tickets = itertools.count()
+        self._last_lag_ms = 0.0
+        self._last_applied_s = 0.0
+        self._sweep: Iterator[None] | None = None
+        # When the last sweep ended and the retry list was last tried (monotonic s):
+        # the next is due a period later, the period read each time (it may be retuned).
+        self._swept_s = time.monotonic()
+        self._next_page_s = 0.0
+        self._retried_s = 0.0
+
+    # --- handing over ---------------------------------------------------------------
 
     def __call__(self, records: list[ChangeRecord]) -> None:
-        self.batches.put(records)
+        kept = [record for record in records if mirrored(record)]
+        if not kept:
+            return
+        oldest = min(written_ms(record) for record in kept)
+        with self._lock:
+            ticket = next(self._tickets)
+            self._waiting[ticket] = oldest
+        self.batches.put((ticket, kept))
+
+    def lag_ms(self) -> float:
+        """How far the mirror trails the tables: while batches wait, the age of the oldest
+        waiting record (from its write); caught up, the last batch's, for a few seconds."""
+        now_ms = self.clock() * 1000
+        with self._lock:
+            if self._waiting:
+                return round(max(0.0, now_ms - min(self._waiting.values())), 1)
+            recent = self.clock() - self._last_applied_s <= LAG_MEMORY_S
+            return round(self._last_lag_ms, 1) if recent else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "lag_ms": self.lag_ms(),
+            "waiting_batches": len(self._waiting),
+            "applied": self.applied,
+            "failed_tries": self.failed_tries,
+            "retry_list": len(self.retry_list),
+            "retry_list_dropped": self.retry_list_dropped,
+            "sweeps": self.sweeps,
+            "repaired": self.repaired,
+        }
+
+    # --- applying -------------------------------------------------------------------
 
     def apply_pending(self) -> int:
         """Apply what is queued, on the calling thread (tests, one-shot commands)."""
         done = 0
         while True:
             try:
-                batch = self.batches.get_nowait()
+                handed = self.batches.get_nowait()
             except queue.Empty:
                 return done
-            if batch is None:
+            if handed is None:
                 continue
-            apply_records(batch)
+            ticket, batch = handed
+            self.apply(batch, {ticket})
             done += len(batch)
 
+    def apply(self, batch: list[ChangeRecord], tickets: set[int] | frozenset[int] = frozenset()) -> bool:
+        """Apply a batch, trying again with a growing pause; then split it and keep what
+        still fails in the retry list. True if all of it was applied. `tickets`: the
+        handed-over batches it holds, no longer waiting once it is done."""
+        try:
+            for attempt in range(MIRROR_TRIES):
+                if self._try(batch):
+                    return True
+                if attempt + 1 < MIRROR_TRIES and self.stopping.wait(min(MIRROR_BACKOFF_S * 2**attempt, MIRROR_BACKOFF_MAX_S)):
+                    return False  # shutting down: the next start re-reads the streams
+            log.error("mirror: a batch of %d records failed %d times; applying it in parts", len(batch), MIRROR_TRIES)
+            self._isolate(batch)
+            return False
+        finally:
+            self._applied(tickets, batch)
+
+    def _try(self, records: list[ChangeRecord]) -> bool:
+        try:
+            apply_records(records)
+        except Exception:
+            self.failed_tries += 1
+            log.warning("mirror failed to apply %d records", len(records), exc_info=True)
+            close_old_connections()  # a broken connection is replaced on the next try
+            return False
+        self.applied += len(records)
+        if self.retry_list:
+            with self._lock:
+                for record in records:
+                    self.retry_list.pop(item_key(record), None)  # a newer image of it landed
+        return True
+
+    def _isolate(self, records: list[ChangeRecord]) -> None:
+        """Halve what fails until the records that fail alone are found; those wait."""
+        if len(records) == 1:
+            self._keep_for_retry(records[0])
+            return
+        middle = len(records) // 2
+        for part in (records[:middle], records[middle:]):
+            if not self._try(part):
+                self._isolate(part)
+
+    def _keep_for_retry(self, record: ChangeRecord) -> None:
+        with self._lock:
+            key = item_key(record)
+            if not self.retry_list:
+                self._retried_s = time.monotonic()
+            self.retry_list.pop(key, None)
+            self.retry_list[key] = record  # the newest image of an item is the one that matters
+            while len(self.retry_list) > RETRY_LIST_MAX:
+                self.retry_list.popitem(last=False)
+                self.retry_list_dropped += 1
+        log.error("mirror: %s %s kept in the retry list (%d waiting)", record.region, key[2], len(self.retry_list))
+
+    def _applied(self, tickets: set[int] | frozenset[int], batch: list[ChangeRecord]) -> None:
+        now = self.clock()
+        with self._lock:
+            oldest = [self._waiting.pop(t) for t in tickets if t in self._waiting]
+            if oldest:
+                self._last_lag_ms = max(0.0, now * 1000 - min(oldest))
+                self._last_applied_s = now
+
+    def retry_waiting(self) -> int:
+        """Try the retry list again (each record alone if the whole fails). Returns how many landed."""
+        with self._lock:
+            records = list(self.retry_list.values())
+        if not records:
+            return 0
+        before = len(self.retry_list)
+        if self._try(records):
+            with self._lock:
+                for record in records:
+                    self.retry_list.pop(item_key(record), None)
+        else:
+            for record in records:
+                if self._try([record]):
+                    with self._lock:
+                        self.retry_list.pop(item_key(record), None)
+        return before - len(self.retry_list)
+
+    # --- the sweep ------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """One whole pass now, on the calling thread. Returns the rows repaired."""
+        before = self.repaired
+        for _ in self._sweep_pages():
+            pass
+        self.sweeps += 1
+        return self.repaired - before
+
+    def _sweep_pages(self) -> Iterator[None]:
+        ex = self.exchange
+        if ex is None:
+            return
+        for region in ex.config.regions:
+            if not ex.region_up(region):
+                continue
+            stores = ex.stores[region]
+            try:
+                for versions in stores.orders.version_pages(SWEEP_PAGE):
+                    self._repair_orders(stores.orders, versions)
+                    yield
+                for ids in stores.trades.id_pages(SWEEP_PAGE):
+                    self._repair_trades(stores.trades, ids)
+                    yield
+            except (BotoCoreError, ClientError) as error:
+                log.warning("mirror sweep of %s stopped: %s", region, str(error)[:200])
+
+    def _repair_orders(self, orders: Any, versions: list[tuple[str, int, str]]) -> None:
+        held: dict[str, tuple[int, str]] = {}
+        ids = [order_id for order_id, _, _ in versions]
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            rows = models.Order.objects.filter(pk__in=ids[start : start + LOOKUP_CHUNK]).values_list("order_id", "updated_ms", "status")
+            held.update((order_id, (updated_ms, status)) for order_id, updated_ms, status in rows)
+        stale = [order_id for order_id, updated_ms, status in versions if is_stale(held.get(order_id), updated_ms, status)]
+        if stale:
+            fresh = orders.get_many(stale)
+            if self.apply([ChangeRecord("SWEEP", {}, order_to_item(o), None, "", orders.region, orders.table) for o in fresh]):
+                self.repaired += len(fresh)
+                log.warning("mirror sweep: %d order(s) of %s were missing or stale in the mirror", len(fresh), orders.region)
+
+    def _repair_trades(self, trades: Any, ids: list[str]) -> None:
+        have: set[str] = set()
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            have.update(models.Trade.objects.filter(pk__in=ids[start : start + LOOKUP_CHUNK]).values_list("trade_id", flat=True))
+        missing = [trade_id for trade_id in ids if trade_id not in have]
+        if missing:
+            fresh = trades.get_many(missing)
+            if self.apply([ChangeRecord("SWEEP", {}, trade_to_item(t), None, "", trades.region, trades.table) for t in fresh]):
+                self.repaired += len(fresh)
+                log.warning("mirror sweep: %d fill(s) of %s were missing from the mirror", len(fresh), trades.region)
+
+    def _chores(self) -> None:
+        """Between batches: the retry list when due, one sweep page when one is due."""
+        now = time.monotonic()
+        if self.retry_list and now >= self._retried_s + self.retry_every_s:
+            self.retry_waiting()
+            self._retried_s = time.monotonic()
+        if self.exchange is None or now < self._next_page_s:
+            return
+        if self._sweep is None and now >= self._swept_s + self.sweep_every_s:
+            self._sweep = self._sweep_pages()
+        if self._sweep is not None:
+            self._next_page_s = now + SWEEP_PAGE_GAP_S
+            try:
+                next(self._sweep)
+            except StopIteration:
+                self._sweep = None
+                self.sweeps += 1
+                self._swept_s = time.monotonic()
+
+    # --- the thread -----------------------------------------------------------------
+
     def start(self) -> None:
+        # The streams rebuild the mirror at start; the first sweep checks it a period later.
+        self._swept_s = self._retried_s = time.monotonic()
         self.thread = threading.Thread(target=self.run, name="mirror", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
+        self.stopping.set()
         self.batches.put(None)
 
     def run(self) -> None:
-        while True:
-            batch = self.batches.get()
-            if batch is None:
+        while not self.stopping.is_set():
+            try:
+                handed = self.batches.get(timeout=SWEEP_PAGE_GAP_S if self._sweep is not None else 1.0)
+            except queue.Empty:
+                handed = (-1, [])
+            if handed is None:
                 return
+            tickets, batch = {handed[0]}, handed[1]
             # Take whatever else is waiting too: one transaction for a burst.
             while True:
                 try:
@@ -227,12 +503,14 @@ class MirrorFeed:
                 if more is None:
                     self.batches.put(None)
                     break
-                batch = batch + more
+                tickets.add(more[0])
+                batch = batch + more[1]
             try:
-                apply_records(batch)
-                self.applied += len(batch)
+                if batch:
+                    self.apply(batch, tickets)
+                self._chores()
             except Exception:
-                log.exception("mirror failed to apply %d records", len(batch))
+                log.exception("mirror round failed")
             finally:
                 close_old_connections()
 

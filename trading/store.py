@@ -87,6 +87,9 @@ TRADES_BY_REGION = IndexSpec("by-region", ("region", "S"), ("timestamp", "N"))
 TABLE_INDEXES: dict[str, tuple[IndexSpec, ...]] = {"orders": (ORDERS_BY_CLIENT,), "trades": (TRADES_BY_REGION,)}
 # Pages one newest-first index read follows at most (a filter can make pages short).
 INDEX_PAGES = 4
+# Where a page of a tape left each executing region's partition of the by-region index:
+# (pk, timestamp) of the last trade taken, None once read to its end, absent: not begun.
+TapePosition = dict[str, "tuple[str, int] | None"]
 
 
 def query_newest(ddb: Any, table: str, index: IndexSpec, value: str, limit: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -257,6 +260,19 @@ def batch_put_items(ddb: Any, table: str, items: list[dict[str, Any]]) -> None:
             time.sleep(min(0.05 * 2**attempt, 1.0))
         else:
             raise RuntimeError(f"{sum(len(v) for v in pending.values())} write(s) to {table} left unprocessed")
+
+
+def scan_pages(ddb: Any, table: str, pk_prefix: str, page_size: int, **kwargs: Any) -> Iterator[list[dict[str, Any]]]:
+    """A table's items whose pk starts with `pk_prefix`, one Scan page (of `page_size`
+    items read) at a time: a caller that works page by page holds one page at most."""
+    kwargs.update(TableName=table, Limit=page_size)
+    while True:
+        page = ddb.scan(**kwargs)
+        items = [from_attrs(attrs) for attrs in page.get("Items", [])]
+        yield [item for item in items if str(item.get("pk", "")).startswith(pk_prefix)]
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def scan_items(ddb: Any, table: str, pk_prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -437,6 +453,19 @@ class OrderStore:
         """The orders among `order_ids` that exist (consistent reads, no scan)."""
         return [order_from_item(item) for item in batch_get_items(self._ddb, self.table, [f"ORDER#{i}" for i in order_ids])]
 
+    def version_pages(self, page_size: int) -> Iterator[list[tuple[str, int, str]]]:
+        """(order id, updatedAt, status) of the orders whose home is this region, a Scan
+        page at a time, projected to those attributes (what the mirror's sweep compares)."""
+        for page in scan_pages(
+            self._ddb, self.table, "ORDER#", page_size,
+            ProjectionExpression="pk, orderId, updatedAt, createdAt, #s, #r", ExpressionAttributeNames={"#s": "status", "#r": "region"},
+        ):
+            yield [
+                (str(item["orderId"]), int(item.get("updatedAt", item.get("createdAt", 0))), str(item["status"]))
+                for item in page
+                if item.get("region") == self.region
+            ]
+
     def outbox_pending(self, older_than_ms: int) -> Iterator[Order]:
         """Open orders whose OrderAccepted send is not known to have arrived (a sparse
         attribute, removed when the order is finished or a re-send is confirmed)."""
@@ -611,12 +640,103 @@ class TradeStore:
         for item in scan_items(self._ddb, self.table, "TRADE#"):
             yield trade_from_item(item)
 
+    def get_many(self, trade_ids: list[str]) -> list[Trade]:
+        """The trades among `trade_ids` that exist (consistent reads, no scan)."""
+        return [trade_from_item(item) for item in batch_get_items(self._ddb, self.table, [f"TRADE#{i}" for i in trade_ids])]
+
+    def id_pages(self, page_size: int) -> Iterator[list[str]]:
+        """The ids of the trades this region executed, a Scan page at a time (projected)."""
+        for page in scan_pages(
+            self._ddb, self.table, "TRADE#", page_size, ProjectionExpression="pk, tradeId, #r", ExpressionAttributeNames={"#r": "region"}
+        ):
+            yield [str(item["tradeId"]) for item in page if item.get("region") == self.region]
+
     def newest_executed_here(self, limit: int, symbol: str | None = None) -> list[Trade]:
         """This region's own fills, newest first (the by-region index)."""
         extra: dict[str, Any] = {}
         if symbol:
             extra = {"FilterExpression": "#y = :y", "ExpressionAttributeNames": {"#y": "symbol"}, "ExpressionAttributeValues": {":y": symbol}}
         return [trade_from_item(item) for item in query_newest(self._ddb, self.table, TRADES_BY_REGION, self.region, limit, **extra)]
+
+    def tape_page(
+        self, executed_in: Sequence[str], limit: int, after: TapePosition | None = None, symbol: str | None = None
+    ) -> tuple[list[Trade], TapePosition | None]:
+        """A page of the tape as this region's table holds it (its own fills and the replicas
+        of the others'), newest first: at most `limit` trades executed in `executed_in`.
+
+        Read from the by-region index, one partition per executing region, each at most
+        INDEX_PAGES Query pages of `limit` items, so a page costs a bounded read whatever the
+        table holds. `after` is where the previous page left each partition (what this
+        returns; None: the newest); the second value is None once every partition is read.
+        A partition's trades are taken in index order and merged newest first; a trade is
+        only taken while no partition still unread could hold a newer one, so a filtered
+        page may come back short (even empty) with a position to go on from.
+        """
+        windows: dict[str, list[dict[str, Any]]] = {}
+        rest: dict[str, tuple[str, int] | None] = {}
+        for executing in executed_in:
+            if after is not None and executing in after and after[executing] is None:
+                continue  # read to its end on an earlier page
+            start = None if after is None else after.get(executing)
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": TRADES_BY_REGION.name,
+                "KeyConditionExpression": "#r = :r",
+                "ExpressionAttributeNames": {"#r": "region"},
+                "ExpressionAttributeValues": to_attrs({":r": executing}),
+                "ScanIndexForward": False,
+                "Limit": limit,
+            }
+            if symbol:
+                request["FilterExpression"] = "#y = :y"
+                request["ExpressionAttributeNames"]["#y"] = "symbol"
+                request["ExpressionAttributeValues"].update(to_attrs({":y": symbol}))
+            if start is not None:
+                request["ExclusiveStartKey"] = to_attrs({"pk": start[0], "region": executing, "timestamp": start[1]})
+            found: list[dict[str, Any]] = []
+            last: dict[str, Any] | None = None
+            for _ in range(INDEX_PAGES):
+                page = self._ddb.query(**request)
+                found.extend(from_attrs(attrs) for attrs in page.get("Items", []))
+                last = page.get("LastEvaluatedKey")
+                if last is None or len(found) >= limit:
+                    break
+                request["ExclusiveStartKey"] = last
+            windows[executing] = found
+            if last is not None:
+                key = from_attrs(last)
+                rest[executing] = (str(key["pk"]), int(key["timestamp"]))
+            else:
+                rest[executing] = None
+        # No trade older than what a partition still unread may hold: it could be newer.
+        frontier = max((position[1] for position in rest.values() if position is not None), default=None)
+        heads = {region: 0 for region in windows}
+        taken: list[dict[str, Any]] = []
+        while len(taken) < limit:
+            ready = [(int(windows[r][i]["timestamp"]), r) for r, i in heads.items() if i < len(windows[r])]
+            if not ready:
+                break
+            ts, region = max(ready)
+            if frontier is not None and ts < frontier:
+                break
+            taken.append(windows[region][heads[region]])
+            heads[region] += 1
+        # Per partition: None once read to its end; absent while nothing of it was taken yet.
+        position: TapePosition = {}
+        for executing in executed_in:
+            window = windows.get(executing)
+            if window is None:
+                position[executing] = None
+                continue
+            used = heads[executing]
+            if used == len(window):
+                position[executing] = rest[executing]
+            elif used:
+                position[executing] = (str(window[used - 1]["pk"]), int(window[used - 1]["timestamp"]))
+            elif after is not None and executing in after:
+                position[executing] = after[executing]
+        following = None if len(position) == len(executed_in) and all(v is None for v in position.values()) else position
+        return [trade_from_item(item) for item in taken], following
 
 
 @dataclass(frozen=True)
@@ -630,6 +750,11 @@ class SequenceStore:
             TableName=self.table, Key=to_attrs({"pk": f"SEQ#{symbol}"}), ConsistentRead=True
         )
         return sequence_of(from_attrs(response["Item"]) if "Item" in response else None)
+
+    def probe(self) -> None:
+        """The region's health probe: one GetItem of a key that is never written, one attempt
+        (no SDK retries), so its round trip is the endpoint's, faults included."""
+        aws.client("dynamodb", self.region, retries=False).get_item(TableName=self.table, Key=to_attrs({"pk": "PROBE#health"}))
 
     def claim(self, symbol: str, last: int, count: int = 1) -> dict[str, Any]:
         """The TransactWriteItems Update that moves the counter from `last` to `last + count`."""
