@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from exchange_ui.runtime import get_exchange, get_runtime
 from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
-from trading.api import grid_text, market_steps, mirror_order_json, mirror_trade_json
+from trading.api import ORDER_RATE, grid_text, market_steps, mirror_order_json, mirror_trade_json
 from trading.domain import ValidationErrors
 from trading.fragments import down_regions, with_region_state
 from trading.limits import PositionLimitExceeded
@@ -79,6 +79,14 @@ def submit_order_form(request: HttpRequest) -> HttpResponse:
     values = {k: request.POST.get(k, "") for k in ("symbol", "side", "qty", "price", "region")}
     key = request.POST.get("idempotency_key", "")
     payload = {k: v for k, v in values.items() if v}
+    wait_s = ORDER_RATE.wait_s(request.user.get_username())
+    if wait_s:
+        retry_after, detail = ORDER_RATE.refusal(wait_s)
+        context = form_context(values, {"__all__": [f"Too many orders: {detail}. Nothing was submitted."]})
+        context["idempotency_key"] = key or context["idempotency_key"]  # submitting again stays idempotent
+        response = render(request, "trading/fragments.html#order-form", context, status=429)
+        response["Retry-After"] = retry_after
+        return response
     try:
         order, created = submit_order(get_exchange(), request.user.get_username(), payload, key)
     except ValidationErrors as invalid:

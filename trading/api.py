@@ -6,6 +6,11 @@ JSON number, so a float never exists; the schema below is for the OpenAPI docume
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -19,8 +24,10 @@ from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order, locate_order, submit_order
 from trading.domain import Order, Trade, ValidationErrors
 from trading.events import Viewer, order_data, tape_entry_for, trade_data
-from trading.limits import PositionLimitExceeded
+from trading.config import ExchangeConfig
+from trading.limits import PositionLimitExceeded, TokenBuckets
 from trading.mirror import with_recent_orders, with_recent_trades
+from trading.store import TapePosition
 
 router = Router(tags=["orders"])
 
@@ -59,6 +66,41 @@ MAX_LIST = 500
 
 def error(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+
+
+class OrderRate:
+    """The per-user order token bucket, one per process, shared by POST /api/orders and the
+    page's order form. Built for the running exchange's config (a new config: new buckets)."""
+
+    def __init__(self) -> None:
+        self._held: tuple[ExchangeConfig, TokenBuckets] | None = None
+
+    def wait_s(self, username: str) -> float:
+        """0.0 when `username` may submit one more order now, else the seconds to wait."""
+        config = get_exchange().config
+        held = self._held
+        if held is None or held[0] is not config:
+            held = self._held = (config, TokenBuckets(float(config.user_order_rate), config.user_order_burst))
+        return held[1].take(username, time.monotonic())
+
+    def refusal(self, wait_s: float) -> tuple[str, str]:
+        """The Retry-After header (whole seconds, at least 1) and the words for a refusal."""
+        config = get_exchange().config
+        detail = (
+            f"more than {format(config.user_order_rate, 'f')} orders/s (bursts of {config.user_order_burst}) from one user; "
+            f"retry in {wait_s:.2f} s"
+        )
+        return str(max(1, math.ceil(wait_s))), detail
+
+
+ORDER_RATE = OrderRate()
+
+
+def rate_limited(wait_s: float) -> JsonResponse:
+    retry_after, detail = ORDER_RATE.refusal(wait_s)
+    response = error(429, "rate_limited", detail, retry_after_s=round(wait_s, 3))
+    response["Retry-After"] = retry_after
+    return response
 
 
 def field_errors(errors: dict[str, list[str]]) -> JsonResponse:
@@ -146,6 +188,9 @@ def tape_as_seen(request: HttpRequest, trades: list[dict[str, Any]]) -> list[dic
 
 @router.post("/orders", openapi_extra=ORDER_BODY_SCHEMA, summary="Submit an order (idempotent by Idempotency-Key)")
 def post_order(request: HttpRequest) -> HttpResponse:
+    wait_s = ORDER_RATE.wait_s(request.user.get_username())
+    if wait_s:
+        return rate_limited(wait_s)
     try:
         payload = parse_json_body(request)
         order, created = submit_order(
@@ -235,9 +280,50 @@ def delete_order(request: HttpRequest, order_id: str) -> HttpResponse:
     )
 
 
-@router.get("/trades", summary="The tape, newest first")
+MAX_SYMBOL = 20
+MAX_CURSOR = 4096
+
+
+def tape_cursor(position: TapePosition | None) -> str | None:
+    """A tape page's position as an opaque token (URL-safe), None at the end."""
+    if position is None:
+        return None
+    data = {region: list(at) if at is not None else None for region, at in sorted(position.items())}
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def parse_tape_cursor(text: str, regions: tuple[str, ...]) -> TapePosition:
+    """The position a token from tape_cursor names; ValueError for anything else."""
+    if len(text) > MAX_CURSOR:
+        raise ValueError("cursor too long")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, UnicodeDecodeError, binascii.Error) as bad:
+        raise ValueError("not a cursor") from bad
+    if not isinstance(data, dict) or not data or not set(data) <= set(regions):
+        raise ValueError("not a cursor")
+    position: TapePosition = {}
+    for region, at in data.items():
+        if at is None:
+            position[region] = None
+        elif (
+            isinstance(at, list) and len(at) == 2 and isinstance(at[0], str) and at[0].startswith("TRADE#")
+            and type(at[1]) is int and at[1] >= 0
+        ):
+            position[region] = (at[0], at[1])
+        else:
+            raise ValueError("not a cursor")
+    return position
+
+
+@router.get("/trades", summary="The tape, newest first (with region=: a page, and next_cursor to go on)")
 def list_trades(
-    request: HttpRequest, symbol: str | None = None, region: str | None = None, executed_in: str | None = None, limit: QueryCount = 100
+    request: HttpRequest,
+    symbol: str | None = None,
+    region: str | None = None,
+    executed_in: str | None = None,
+    limit: QueryCount = 100,
+    cursor: str | None = None,
 ) -> HttpResponse:
     ex = get_exchange()
     limit = max(1, min(limit, MAX_LIST))
@@ -245,17 +331,21 @@ def list_trades(
         if value and value not in ex.config.regions:
             return JsonResponse({"errors": {name: [f"Unknown region. Known: {', '.join(ex.config.regions)}."]}}, status=400)
     if region:
-        # The tape as region R's own tables hold it (after replication), read from DynamoDB.
+        # The tape as region R's own tables hold it (after replication), read from DynamoDB a
+        # page at a time (the by-region index): `next_cursor` goes on where this page ended.
         try:
-            trades = list(ex.stores[region].trades.scan_all())
+            after = parse_tape_cursor(cursor, ex.config.regions) if cursor else None
+        except ValueError:
+            return JsonResponse({"errors": {"cursor": ["Not a cursor this tape gave out: pass next_cursor as it came."]}}, status=400)
+        if symbol and len(symbol) > MAX_SYMBOL:
+            return JsonResponse({"trades": [], "next_cursor": None})
+        try:
+            trades, following = ex.stores[region].trades.tape_page(
+                [executed_in] if executed_in else list(ex.config.regions), limit, after, symbol or None
+            )
         except Exception:
             return error(503, "region_unavailable", f"region {region} did not answer", region=region)
-        if symbol:
-            trades = [t for t in trades if t.symbol == symbol]
-        if executed_in:
-            trades = [t for t in trades if t.region == executed_in]
-        trades.sort(key=lambda t: (t.ts_ms, t.trade_id), reverse=True)
-        return JsonResponse({"trades": tape_as_seen(request, [trade_data(t) for t in trades[:limit]])})
+        return JsonResponse({"trades": tape_as_seen(request, [trade_data(t) for t in trades]), "next_cursor": tape_cursor(following)})
     query = models.Trade.objects.all()
     if symbol:
         query = query.filter(symbol=symbol[:20])

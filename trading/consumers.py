@@ -19,9 +19,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from exchange_ui.push import EVENTS_GROUP
 from trading.events import RECENT, Viewer, visible_to
+from trading.limits import SocketSlots
 from trading.fragments import QueuedOrders, coalesce, render_dashboard_frame
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,26 @@ CLOSE_UNAUTHENTICATED = 4401
 # "Service restart" (1012) as an application code: daphne refuses to send 1012 itself
 # (only 1000 and 3000-4999), and the page reconnects on it like on any other close.
 CLOSE_FAILOVER = 4012
+# Too many sockets open: this user's (EXCHANGE_USER_SOCKETS) or the process's (EXCHANGE_MAX_SOCKETS).
+CLOSE_TOO_MANY_SOCKETS = 4429
+
+
+class Sockets:
+    """The process's open sockets, counted against the configured caps."""
+
+    def __init__(self) -> None:
+        self._slots: tuple[tuple[int, int], SocketSlots] | None = None
+
+    def slots(self) -> SocketSlots:
+        config = settings.EXCHANGE
+        caps = (config.user_sockets, config.max_sockets)
+        held = self._slots
+        if held is None or held[0] != caps:  # (new caps only where a test sets them)
+            held = self._slots = (caps, SocketSlots(*caps))
+        return held[1]
+
+
+SOCKETS = Sockets()
 
 
 class BufferedEventsConsumer(AsyncWebsocketConsumer):
@@ -98,12 +120,27 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
         self.username = user.get_username()
         self.is_staff = bool(user.is_staff)
         self.viewer = Viewer(self.username, self.is_staff)
+        self.slots = SOCKETS.slots()
+        refused = self.slots.acquire(self.username)
+        if refused:
+            # Accepted first, so the client reads the code and the reason (a close during
+            # the handshake reaches it as a bare HTTP 403).
+            await self.accept()
+            cap = f"{self.slots.per_user} per user" if refused == "user" else f"{self.slots.total} on this server"
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS, reason=f"too many sockets open ({cap}); close one and reconnect")
+            return
+        self.holds_slot = True
         self.buffer: list[dict[str, Any]] = []
         self.overflowed = False
         self.seq = 0
         self.wakeup = asyncio.Event()
-        await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
-        await self.accept()
+        try:
+            await self.channel_layer.group_add(EVENTS_GROUP, self.channel_name)
+            await self.accept()
+        except BaseException:
+            self.holds_slot = False  # no disconnect follows a connect that failed
+            self.slots.release(self.username)
+            raise
         self.replay_missed()
         self.flusher = asyncio.create_task(self.flush_loop())
 
@@ -128,6 +165,9 @@ class BufferedEventsConsumer(AsyncWebsocketConsumer):
             self.wakeup.set()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "holds_slot", False):
+            self.holds_slot = False
+            self.slots.release(self.username)
         flusher = getattr(self, "flusher", None)
         if flusher is not None:
             flusher.cancel()
