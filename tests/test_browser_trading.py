@@ -179,3 +179,41 @@ def test_it_sends_anonymous_visitors_to_the_login_page(exchange_server: LiveServ
     expect(page.locator("h1")).to_have_text("Log in")
     page.screenshot(path=str(ARTIFACTS / "login.png"))
     page.close()
+
+
+# The pixels a chart's series drew in its colour (a CSS variable of the page's palette).
+SERIES_PIXELS = """([selector, variable]) => {
+  const canvas = document.querySelector(selector);
+  const probe = document.createElement('span');
+  probe.style.color = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
+  document.body.appendChild(probe);
+  const [r, g, b] = getComputedStyle(probe).color.match(/\\d+/g).map(Number);
+  probe.remove();
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] > 200 && Math.abs(data[i] - r) < 40 && Math.abs(data[i + 1] - g) < 40 && Math.abs(data[i + 2] - b) < 40) count++;
+  }
+  return count;
+}"""
+
+
+def test_it_charts_the_socket_and_api_round_trips(exchange_server: LiveServer, browser: Browser) -> None:
+    import re
+
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    log_in(page, exchange_server)
+    # The page times its own ping; the server's figures (every browser's, and each region's
+    # API probe) come with the metrics it pushes once a second.
+    expect(page.locator("#live")).to_have_attribute("data-rtt", re.compile(r"^\d"), timeout=10_000)
+    metrics = page.locator("#metrics")
+    expect(metrics).to_have_attribute("data-socket-rtt-p50", re.compile(r"^\d"), timeout=15_000)
+    expect(metrics).to_have_attribute("data-api-rtt", re.compile(r"^us-east-1=\d[\d.]* eu-west-1=\d"), timeout=15_000)
+    expect(metrics.locator(".fig", has_text="Socket round trip")).to_contain_text(re.compile(r"\d+ ms / \d+ ms"))
+    expect(page.locator("#region-us-east-1 .region-figs")).to_contain_text(re.compile(r"API \d+ ms"))
+    # The lines are drawn: this page's own round trip, and us-east-1's API round trip.
+    page.wait_for_function(f"({SERIES_PIXELS})(['canvas[data-chart=\"socket-rtt\"]', '--buy']) > 10", timeout=15_000)
+    page.wait_for_function(f"({SERIES_PIXELS})(['canvas[data-chart=\"api-rtt\"]', '--accent']) > 10", timeout=15_000)
+    expect(page.locator("#charts figcaption", has_text="API RTT")).to_contain_text("us-east-1")
+    page.locator("#charts").screenshot(path=str(ARTIFACTS / "charts-round-trips.png"))
+    page.close()

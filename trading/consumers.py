@@ -25,6 +25,7 @@ from exchange_ui.push import EVENTS_GROUP
 from trading.events import RECENT, Viewer, visible_to
 from trading.limits import SocketSlots
 from trading.fragments import QueuedOrders, coalesce, render_dashboard_frame
+from trading.metrics import ROUND_TRIPS, parse_ping
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,15 @@ class DashboardConsumer(BufferedEventsConsumer):
         await super().connect()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        return  # the dashboard socket is push-only
+        # The page's only message is its ping: answered at once, out of band of the frames
+        # (no sequence number), and the round trip it reports joins every browser's figures.
+        ping = parse_ping(text_data)
+        if ping is None:
+            return
+        stamp, reported_ms = ping
+        await self.send(text_data=json.dumps({"type": "pong", "t": stamp}))
+        if reported_ms is not None:
+            ROUND_TRIPS.record_socket(self.channel_name, time.time(), reported_ms)
 
     async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
         reduced, cut = coalesce(batch)

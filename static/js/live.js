@@ -6,6 +6,29 @@
   var wasClosed = false;
   var reconnectTimer = null;
   var settleTimer = null;
+  var socket = null;   // the ws extension's wrapper while the socket is open
+  var lastRtt = null;  // this page's last socket round trip (ms), reported with the next ping
+
+  // Every PING_MS the page pings its socket; the server answers at once and the page times
+  // the pong. The figure goes on #live (data-rtt, the chart's "this one") and to the server
+  // with the next ping, where every browser's figures make the socket round trip p50 / p99.
+  var PING_MS = 2000;
+  function ping() {
+    if (!socket) return;
+    try {
+      socket.sendImmediately(JSON.stringify({ type: "ping", t: Math.round(performance.now() * 10) / 10, rtt: lastRtt }));
+    } catch (e) { /* closing: the next open pings again */ }
+  }
+
+  function onPong(message) {
+    var pong;
+    try { pong = JSON.parse(message); } catch (e) { return; }
+    if (!pong || typeof pong.t !== "number") return;
+    lastRtt = Math.round((performance.now() - pong.t) * 10) / 10;
+    var root = live();
+    if (root) root.setAttribute("data-rtt", String(lastRtt));
+  }
+  setInterval(ping, PING_MS);
 
   function live() { return document.getElementById("live"); }
 
@@ -144,6 +167,7 @@
   // HTML); the ws extension swaps only top-level elements, so frames are applied here.
   document.addEventListener("htmx:wsBeforeMessage", function (evt) {
     evt.preventDefault();
+    if (evt.detail.message.charAt(0) === "{") { onPong(evt.detail.message); return; } // frames are HTML
     var holder = document.createElement("template");
     holder.innerHTML = evt.detail.message;
     var elts = [];
@@ -181,12 +205,14 @@
     refreshEmpty();
   }
 
-  document.addEventListener("htmx:wsOpen", function () {
+  document.addEventListener("htmx:wsOpen", function (evt) {
     var banner = document.getElementById("banner-disconnected");
     if (banner) banner.hidden = true;
     var root = live();
     if (root) root.setAttribute("data-connected", "1");
     lastSeq = 0; // a new connection numbers its frames from 1
+    socket = evt.detail && evt.detail.socketWrapper;
+    ping();
     if (wasClosed) {
       resync("reconnect");
       // The snapshot comes from the mirror, which trails the tables by a round of the
@@ -201,7 +227,9 @@
 
   document.addEventListener("htmx:wsClose", function (evt) {
     var root = live();
-    if (root) root.setAttribute("data-connected", "0");
+    if (root) { root.setAttribute("data-connected", "0"); root.removeAttribute("data-rtt"); }
+    socket = null;
+    lastRtt = null;
     var banner = document.getElementById("banner-disconnected");
     if (banner) banner.hidden = false;
     wasClosed = true;
