@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -124,4 +125,72 @@ def test_it_flashes_the_warning_while_a_cpu_spike_slows_the_fills(game_day_serve
     expect(page.locator("#experiments-lever")).to_contain_text("No experiment running", timeout=3_000)
     # Once the backlog has drained and the slow fills have left the window, it goes.
     expect(page.locator("#flash-warning")).to_be_hidden(timeout=90_000)
+    page.close()
+
+
+def api_call(page: Page, method: str, path: str, body: object | None = None) -> dict:
+    """The JSON API from the logged-in page (its session and CSRF token)."""
+    return page.evaluate(
+        """([method, path, body]) => fetch(path, {method, headers: {'Content-Type': 'application/json',
+              'X-CSRFToken': document.querySelector('[name=csrfmiddlewaretoken]').value},
+              body: body === null ? undefined : JSON.stringify(body)}).then(async r => ({status: r.status, json: await r.json()}))""",
+        [method, path, body],
+    )
+
+
+def hold_receives(region: str) -> dict:
+    """An experiment that throttles every SQS ReceiveMessage in the region: its SimFill tasks
+    run but take nothing from the queue, so what it accepts stays queued."""
+    return {
+        "region": region,
+        "description": f"hold {region}'s queue",
+        "targets": {"app-role": {"resourceType": "aws:iam:role", "resourceArns": ["arn:aws:iam::000000000000:role/exchange-app"], "selectionMode": "ALL"}},
+        "actions": {
+            "hold-receives": {
+                "actionId": "aws:fis:inject-api-throttle-error",
+                "parameters": {"duration": "PT2M", "service": "sqs", "operations": "ReceiveMessage", "percentage": "100"},
+                "targets": {"Roles": "app-role"},
+            }
+        },
+        "stopConditions": [{"source": "none"}],
+    }
+
+
+def test_it_shows_what_a_down_region_had_queued_beside_the_rerouted_orders(game_day_server: LiveServer, browser: Browser) -> None:  # noqa: F811
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    log_in(page, game_day_server, *OPS)
+    held = api_call(page, "POST", "/api/experiments", hold_receives("us-east-1"))
+    assert held["status"] == 201, held
+    page.select_option("select[name=region]", "us-east-1")
+    page.fill("input[name=qty]", "0.0700")
+    page.click("#order-form button[type=submit]")
+    expect(page.locator(".notice")).to_contain_text("accepted in us-east-1")
+    row = page.locator("#orders-body tr", has_text="0.0700").first
+    expect(row.locator(".badge-awaiting")).to_be_visible()
+    row_id = row.get_attribute("id")
+
+    outage = api_call(page, "POST", "/api/experiments", {"template": "region-outage", "duration": "PT1M"})
+    assert outage["status"] == 201, outage
+    assert api_call(page, "POST", f"/api/experiments/{held['json']['id']}/stop")["status"] == 200
+    # Told over the socket when the region goes down: the accepted order waits in its queue.
+    expect(page.locator("#region-us-east-1")).to_have_class(re.compile(r"\bregion-down\b"), timeout=5_000)
+    queued = page.locator(f"#{row_id} .badge-queued")
+    expect(queued).to_have_text("queued in us-east-1 → retrying", timeout=5_000)
+    # A new order aimed at the down region is rerouted and fills there.
+    page.select_option("select[name=region]", "us-east-1")
+    page.fill("input[name=qty]", "0.0800")
+    page.click("#order-form button[type=submit]")
+    expect(page.locator(".notice")).to_contain_text("accepted in eu-west-1")
+    rerouted = page.locator("#orders-body tr", has_text="0.0800").first
+    expect(rerouted.locator(".rerouted")).to_contain_text("eu-west-1")
+    expect(rerouted.locator(".badge-queued")).to_have_count(0)
+    expect(queued).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "dashboard-region-outage-queued.png"))
+
+    assert api_call(page, "POST", f"/api/experiments/{outage['json']['id']}/stop")["status"] == 200
+    # The region is back: its workers take the queue and the order settles.
+    done = page.locator(f"#{row_id} .badge-filled, #{row_id} .badge-partial, #{row_id} .badge-cancelled")
+    expect(done).to_be_visible(timeout=30_000)
+    expect(page.locator(f"#{row_id} .badge-queued")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-region-outage-recovered.png"))
     page.close()
