@@ -1,8 +1,8 @@
 """The `/ws/events/` JSON stream on AWS: an API Gateway WebSocket API and a Streams pusher.
 
 One Lambda per region (stage `ws_<region>`) answers both:
-- the WebSocket routes `$connect` (bearer token checked, connection stored with who it
-  is and where to post back), `$disconnect` (forgotten) and `$default` (a ping answers
+- the WebSocket routes `$connect` (bearer token checked, the socket caps checked, the
+  connection stored with who it is and where to post back), `$disconnect` (forgotten) and `$default` (a ping answers
   `{"type": "pong"}`), registered in Zappa 0.63's `zappa.websocket` route registry;
 - DynamoDB Streams records from the Orders and Trades tables: each change becomes the
   same frame as locally, `{"type", "region", "ts", "data"}`, posted to every connection
@@ -169,10 +169,20 @@ def push(
 
 
 @lru_cache(maxsize=1)
+def current_config() -> ExchangeConfig:
+    return ExchangeConfig.from_env()
+
+
+@lru_cache(maxsize=1)
 def current_store() -> ConnectionStore:
-    config = ExchangeConfig.from_env()
+    config = current_config()
     region = os.environ.get("AWS_REGION") or config.regions[0]
     return ConnectionStore(region, connections_table_name(config.table_prefix))
+
+
+def over_socket_cap(open_now: list[Connection], username: str, config: ExchangeConfig) -> bool:
+    """One more connection would pass the user's cap (EXCHANGE_USER_SOCKETS) or the API's (EXCHANGE_MAX_SOCKETS)."""
+    return len(open_now) >= config.max_sockets or sum(1 for c in open_now if c.username == username) >= config.user_sockets
 
 
 def bearer_token(event: dict[str, Any]) -> str:
@@ -199,9 +209,12 @@ def on_connect(event: dict[str, Any], context: Any) -> dict[str, Any]:
     found = user_for_token(bearer_token(event))
     if found is None:
         return {"statusCode": 401}
+    store = current_store()
+    if over_socket_cap(store.all(), found[0], current_config()):
+        return {"statusCode": 429}  # the handshake is refused: the local server's close code 4429
     context_ = event["requestContext"]
     endpoint = f"https://{context_['domainName']}/{context_['stage']}"
-    current_store().put(Connection(context_["connectionId"], endpoint, found[0], found[1]), time.time())
+    store.put(Connection(context_["connectionId"], endpoint, found[0], found[1]), time.time())
     return {"statusCode": 200}
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import boto3
+import pytest
 from botocore.stub import Stubber
 
 from deploy import ws_events
@@ -130,3 +131,35 @@ def test_it_pushes_a_trader_only_the_anonymous_tape_of_another_clients_fills(exc
     assert [f["type"] for f in bobs] == ["trade.executed" for f in frames if f["type"] == "trade.executed"]
     assert "alice" not in json.dumps(bobs) and order.order_id not in json.dumps(bobs)
     assert all({"price", "qty", "symbol", "region", "ts_ms"} <= set(f["data"]) for f in bobs)
+
+
+def connect_event(connection_id: str, token: str) -> dict[str, Any]:
+    return {
+        "headers": {"Authorization": f"Bearer {token}"},
+        "requestContext": {"routeKey": "$connect", "eventType": "CONNECT", "connectionId": connection_id, "domainName": "abc.execute-api.us-east-1.amazonaws.com", "stage": "ws"},
+    }
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_connection_past_the_socket_caps(aws_resources: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.contrib.auth.models import User
+
+    from trading.models import ApiToken
+
+    ensure_connections_table(REGION, aws_resources.table_prefix)
+    monkeypatch.setenv("EXCHANGE_USER_SOCKETS", "2")
+    monkeypatch.setenv("EXCHANGE_MAX_SOCKETS", "3")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    ws_events.current_config.cache_clear()
+    ws_events.current_store.cache_clear()
+    tokens = {name: ApiToken.issue(User.objects.create_user(name)) for name in ("alice", "bob", "carol")}
+    try:
+        answers = [ws_events.on_connect(connect_event(f"alice-{n}", tokens["alice"]), None)["statusCode"] for n in range(3)]
+        assert answers == [200, 200, 429]
+        assert ws_events.on_connect(connect_event("bob-1", tokens["bob"]), None)["statusCode"] == 200
+        assert ws_events.on_connect(connect_event("carol-1", tokens["carol"]), None)["statusCode"] == 429  # three open in all
+        ws_events.on_disconnect({"requestContext": {"connectionId": "alice-0"}}, None)
+        assert ws_events.on_connect(connect_event("carol-1", tokens["carol"]), None)["statusCode"] == 200
+    finally:
+        ws_events.current_config.cache_clear()
+        ws_events.current_store.cache_clear()
