@@ -365,7 +365,7 @@ def list_regions(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"regions": get_runtime().regions()})
 
 
-@router.get("/metrics", summary="Time-to-accept, queued events, awaiting fill, divergence, lag, backpressure")
+@router.get("/metrics", summary="Time-to-accept, time-to-fill, queued events, awaiting fill, tape divergence, replication backlog and lag, backpressure, flash warning")
 def get_metrics(request: HttpRequest) -> HttpResponse:
     runtime = get_runtime()
     return JsonResponse(runtime.last_metrics or runtime.metrics())
