@@ -207,6 +207,10 @@ class Server:
             "AWS_ENDPOINT_URL": endpoint,
             "DJANGO_SETTINGS_MODULE": "bench.settings",
             "PYTHONUNBUFFERED": "1",
+            # One token plays the 200 fan-out clients, and ingest measures the server's own
+            # capacity: the per-user socket cap and order rate would measure themselves.
+            "EXCHANGE_USER_SOCKETS": "1000",
+            "EXCHANGE_USER_ORDER_RATE": "0",
             **(env or {}),
         }
         if redis_url:
