@@ -81,8 +81,11 @@ def submit_order_form(request: HttpRequest) -> HttpResponse:
     payload = {k: v for k, v in values.items() if v}
     wait_s = ORDER_RATE.wait_s(request.user.get_username())
     if wait_s:
-        retry_after, detail = ORDER_RATE.refusal(wait_s)
-        context = form_context(values, {"__all__": [f"Too many orders: {detail}. Nothing was submitted."]})
+        retry_after, _ = ORDER_RATE.refusal(wait_s)
+        config = get_exchange().config
+        limit = f"{format(config.user_order_rate, 'f')} a second, {config.user_order_burst} at once"
+        message = f"Too many orders in a row: nothing was submitted; try again in {retry_after} s (the limit is {limit})."
+        context = form_context(values, {"__all__": [message]})
         context["idempotency_key"] = key or context["idempotency_key"]  # submitting again stays idempotent
         response = render(request, "trading/fragments.html#order-form", context, status=429)
         response["Retry-After"] = retry_after

@@ -113,7 +113,7 @@ def test_it_refuses_the_order_form_from_the_same_bucket(limited: Runtime) -> Non
     refused = page.post("/orders/submit/", {**form, "idempotency_key": "form-2"})
     assert refused.status_code == 429 and refused["Retry-After"] == "1"
     html = refused.content.decode()
-    assert "Too many orders" in html and 'value="form-2"' in html  # the same entry again stays idempotent
+    assert "Too many orders in a row" in html and "try again in 1 s" in html and 'value="form-2"' in html  # the same entry again stays idempotent
     assert not models.Order.objects.filter(idempotency_key="form-2").exists()
     assert not any(o["idempotency_key"] == "form-2" for o in Client().get("/api/orders", **api).json()["orders"])
 
