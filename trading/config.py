@@ -135,13 +135,6 @@ class ExchangeConfig:
     # Open sockets per user and in all, per server process (EXCHANGE_USER_SOCKETS, EXCHANGE_MAX_SOCKETS).
     user_sockets: int = 32
     max_sockets: int = 5000
-    # Orders one user may submit over HTTP: `user_order_rate` a second sustained, up to
-    # `user_order_burst` at once (EXCHANGE_USER_ORDER_RATE, EXCHANGE_USER_ORDER_BURST); a rate of 0: no limit.
-    user_order_rate: Decimal = Decimal("50")
-    user_order_burst: int = 200
-    # Open sockets per user and in all, per server process (EXCHANGE_USER_SOCKETS, EXCHANGE_MAX_SOCKETS).
-    user_sockets: int = 32
-    max_sockets: int = 5000
     # How long, in the streams' own time, the reconcile worker keeps a settled order that
     # every region holds before it retires it (EXCHANGE_RECONCILE_HORIZON_S).
     reconcile_horizon_s: int = 300
@@ -206,10 +199,6 @@ class ExchangeConfig:
             idempotency=env_bool("EXCHANGE_IDEMPOTENCY", True),
             position_limits=position_limits,
             max_experiments=env_int("EXCHANGE_MAX_EXPERIMENTS", 4, minimum=1),
-            user_order_rate=env_decimal("EXCHANGE_USER_ORDER_RATE", "50"),
-            user_order_burst=env_int("EXCHANGE_USER_ORDER_BURST", 200, minimum=1),
-            user_sockets=env_int("EXCHANGE_USER_SOCKETS", 32, minimum=1),
-            max_sockets=env_int("EXCHANGE_MAX_SOCKETS", 5000, minimum=1),
             user_order_rate=env_decimal("EXCHANGE_USER_ORDER_RATE", "50"),
             user_order_burst=env_int("EXCHANGE_USER_ORDER_BURST", 200, minimum=1),
             user_sockets=env_int("EXCHANGE_USER_SOCKETS", 32, minimum=1),
