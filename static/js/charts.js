@@ -61,7 +61,7 @@
   }
 
   // Round trips: every browser's socket p50 / p99 (the server's figures), this page's own last
-  // ping (live.js keeps it on #live) and each region's API probe ("us-east-1=12.5 eu-west-1=").
+  // ping (live.js keeps it on #live) and each region's API probe ("us-east-1=12.5 eu-west-1=failing").
   function roundTrips(el, point) {
     point.rtt50 = num(el, "data-socket-rtt-p50");
     point.rtt99 = num(el, "data-socket-rtt-p99");
@@ -70,8 +70,9 @@
     (el.getAttribute("data-api-rtt") || "").split(" ").forEach(function (pair) {
       var at = pair.indexOf("=");
       if (at <= 0) return;
-      var value = parseFloat(pair.slice(at + 1));
-      point["api:" + pair.slice(0, at)] = isFinite(value) ? value : null;
+      var value = parseFloat(pair.slice(at + 1)), key = "api:" + pair.slice(0, at);
+      point[key] = isFinite(value) ? value : null;
+      if (pair.slice(at + 1) === "failing") point[key + "!"] = true;
     });
   }
 
@@ -169,6 +170,9 @@
         if (!started) { ctx.moveTo(x(p.t), y(v)); started = true; } else ctx.lineTo(x(p.t), y(v));
       });
       ctx.stroke();
+      // A sample that failed (a region's probe during an outage): a tick along the top.
+      ctx.fillStyle = css(s.color, "#4c9aff");
+      buffer.forEach(function (p) { if (p[s.key + "!"]) ctx.fillRect(x(p.t) - 1, 4, 2, 6); });
     });
   }
 
