@@ -21,7 +21,7 @@ from trading.metrics import METRICS
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REGION = "us-east-1"
-ORDERS = 6
+ORDERS = 10
 
 
 @pytest.fixture
@@ -56,13 +56,13 @@ def test_it_burns_the_fill_tasks_cpu_raises_time_to_fill_and_flashes_the_warning
     cpu_at_start = tasks_cpu_s(runtime)
     fill_orders(runtime, "calm")
     calm_cpu_s = tasks_cpu_s(runtime) - cpu_at_start
-    calm = runtime.metrics()
-    calm_p99 = calm["per_region"][REGION]["time_to_fill_p99_ms"]
-    assert calm_p99 is not None and calm["time_to_fill_p99_ms"] == calm_p99
+    calm_p99 = runtime.metrics()["per_region"][REGION]["time_to_fill_p99_ms"]
+    assert calm_p99 is not None
     # A busy test machine may fill slowly without any fault: the bound sits above what it took.
-    runtime.flash_fill_ms = max(runtime.flash_fill_ms, 2 * calm_p99)
-    assert not runtime.metrics()["flash_warning"]
-    assert 'hidden' in flash_tag(render_dashboard_frame([{"type": "metrics", "region": "global", "ts": 0, "data": calm}], seq=1, resync=False))
+    runtime.flash_fill_ms = max(runtime.flash_fill_ms, 1.5 * calm_p99)
+    calm = runtime.metrics()
+    assert calm["time_to_fill_p99_ms"] == calm_p99 and not calm["flash_warning"]
+    assert "hidden" in flash_tag(render_dashboard_frame([{"type": "metrics", "region": "global", "ts": 0, "data": calm}], seq=1, resync=False))
 
     run = runtime.runner.submit({"template": "cpu-spike", "duration": "PT2M"})
     wait_for(lambda: all(runtime.workers[az].cpu_stress_percent == 90 for az in runtime.config.azs(REGION)), message="the stress on the tasks")
@@ -74,7 +74,8 @@ def test_it_burns_the_fill_tasks_cpu_raises_time_to_fill_and_flashes_the_warning
     assert spike_cpu_s > 3 * calm_cpu_s, (calm_cpu_s, spike_cpu_s)
     runtime.sample()  # what the dashboard and the API are given
     spiked = runtime.last_metrics
-    assert spiked["per_region"][REGION]["time_to_fill_p99_ms"] > 2 * calm_p99
+    # Each of the burst's messages waits out a stressed slice in turn: the last ones fill late.
+    assert spiked["per_region"][REGION]["time_to_fill_p99_ms"] > 1.5 * calm_p99
     assert spiked["flash_warning"] and "time-to-fill p99" in spiked["flash_reason"]
 
     frame = render_dashboard_frame([{"type": "metrics", "region": "global", "ts": 0, "data": spiked}], seq=2, resync=False)
