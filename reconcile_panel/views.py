@@ -10,7 +10,8 @@ check_history on demand; the tapes view puts the regions' own trade tables side 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.contrib.auth.decorators import login_required
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from reconcile_panel import panel
 from reconcile_panel.api import exchange_config
 from reconcile_panel.history import check
-from reconcile_panel.reconciler import KINDS
+from reconcile_panel.reconciler import KINDS, RECORD_ADJUSTMENT, RECORD_CONFLICT
 from reconcile_panel.store import ReconcileStore, load_history
 from trading.config import ExchangeConfig
 from trading.events import trade_data
@@ -30,14 +31,18 @@ from trading.auth import staff_page
 TAPE_SHOWN = 150
 MINE_SHOWN = 8
 MARKS_SHOWN = 300
+# The panel reads the newest this many records of each kind (the API pages through all).
+PANEL_CONFLICTS = 200
+PANEL_ADJUSTMENTS = 500
+T = TypeVar("T")
 
 
 
 staff_required = staff_page("reconcile_panel/forbidden.html")
 
 
-def read_records(config: ExchangeConfig) -> list[dict[str, Any]]:
-    """The records from the home region, or from a replica when the home region is down."""
+def read_from_a_region(config: ExchangeConfig, read: Callable[[ReconcileStore], T]) -> T:
+    """`read` on the home region's reconcile table, or on a replica when the home region is down."""
     from exchange_ui.runtime import get_exchange
 
     region_up = get_exchange().region_up
@@ -45,11 +50,49 @@ def read_records(config: ExchangeConfig) -> list[dict[str, Any]]:
     # Healthy regions first: a call to a down one only fails after the SDK's retries.
     for region in sorted(config.regions, key=lambda r: not region_up(r)):
         try:
-            return list(ReconcileStore.for_region(region, config.table_prefix).scan_all())
+            return read(ReconcileStore.for_region(region, config.table_prefix))
         except (BotoCoreError, ClientError) as error:
             last_error = error
     assert last_error is not None
     raise last_error
+
+
+def newest_records(store: ReconcileStore, conflicts: int, adjustments: int, filters: panel.Filters | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """The newest conflicts (with their compensations) and adjustments under `filters`, a
+    bounded read (the by-type index); the flag says whether older ones were left unread."""
+    equal_c: dict[str, str] = {}
+    equal_a: dict[str, str] = {}
+    listing: dict[str, str] = {}
+    if filters is not None:
+        if filters.kind:
+            equal_c["kind"] = filters.kind
+        if filters.account:
+            equal_c["client"] = equal_a["account"] = filters.account
+        if filters.region:
+            listing["regions"] = filters.region
+    found, more_c = store.newest(RECORD_CONFLICT, conflicts, equal=equal_c, listing=listing) if conflicts else ([], None)
+    items = found + store.compensations_of(found)
+    if adjustments:
+        adjusted, more_a = store.newest(RECORD_ADJUSTMENT, adjustments, equal=equal_a, listing=listing)
+        items += adjusted
+    else:
+        more_a = None
+    return items, more_c is not None or more_a is not None
+
+
+def read_records(config: ExchangeConfig, filters: panel.Filters | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """What the panel shows: the newest records, and under filters the newest that match too
+    (so the counts and the account list still cover the newest of everything)."""
+
+    def read(store: ReconcileStore) -> tuple[list[dict[str, Any]], bool]:
+        items, more = newest_records(store, PANEL_CONFLICTS, PANEL_ADJUSTMENTS)
+        if filters is not None and filters.active:
+            matching, more_matching = newest_records(store, PANEL_CONFLICTS, PANEL_ADJUSTMENTS, filters)
+            items = list({str(i["pk"]): i for i in items + matching}.values())
+            more = more or more_matching
+        return items, more
+
+    return read_from_a_region(config, read)
 
 
 def unavailable(error: Exception) -> str:
@@ -65,12 +108,16 @@ def live_metrics() -> dict[str, Any]:
 
 def results_context(request: HttpRequest, config: ExchangeConfig) -> tuple[dict[str, Any], int]:
     filters = panel.Filters.parse(request.GET, config.regions)
-    context: dict[str, Any] = {"filters": filters, "kinds": KINDS, "region_names": config.regions}
+    context: dict[str, Any] = {
+        "filters": filters, "kinds": KINDS, "region_names": config.regions,
+        "shown_conflicts": PANEL_CONFLICTS, "shown_adjustments": PANEL_ADJUSTMENTS,
+    }
     try:
-        data = panel.panel_data(read_records(config), filters)
+        items, truncated = read_records(config, filters)
+        data = panel.panel_data(items, filters)
     except (BotoCoreError, ClientError) as error:
         return {**context, "error": unavailable(error), "data": panel.panel_data([], filters)}, 503
-    return {**context, "data": data}, 200
+    return {**context, "data": data, "truncated": truncated}, 200
 
 
 @require_GET
@@ -149,16 +196,26 @@ def tapes(request: HttpRequest) -> HttpResponse:
     config = exchange_config()
     exchange = get_exchange()
     context: dict[str, Any] = {"region_names": config.regions, "cap": TAPE_SHOWN}
+    regions = list(config.regions)
     try:
-        by_region = {
-            region: sorted((trade_data(t) for t in exchange.stores[region].trades.scan_all()), key=lambda t: -t["ts_ms"])
-            for region in config.regions
-        }
-        conflicts, _ = panel.split_records(read_records(config))
+        # Each region's newest trades (a bounded page of its by-region index), then, for the
+        # newest lines, whether the other regions hold them: asked by id, not by scanning.
+        by_region = {region: [trade_data(t) for t in exchange.stores[region].trades.tape_page(regions, TAPE_SHOWN)[0]] for region in regions}
+        shown = panel.side_by_side(by_region, {}, TAPE_SHOWN)
+        for region in regions:
+            lacking = [line["t"]["trade_id"] for line in shown if region in line["missing"]]
+            by_region[region] += [trade_data(t) for t in exchange.stores[region].trades.get_many(lacking)]
+        counts = {region: exchange.stores[region].trades.item_count() for region in regions}
+        order_ids = [str(line["t"]["order_id"]) for line in shown]
+
+        def decided(store: ReconcileStore) -> list[dict[str, Any]]:
+            conflicts = store.of_orders(order_ids)
+            return conflicts + store.compensations_of(conflicts)
+
+        conflicts, _ = panel.split_records(read_from_a_region(config, decided))
     except (BotoCoreError, ClientError) as error:
         return render(request, "reconcile_panel/tapes.html", {**context, "error": unavailable(error)}, status=503)
     lines = panel.side_by_side(by_region, panel.trade_marks(conflicts), TAPE_SHOWN)
-    counts = {region: len(trades) for region, trades in by_region.items()}
     context.update(lines=lines, counts=counts, diverged=sum(1 for line in lines if line["diverged"]), **live_metrics())
     return render(request, "reconcile_panel/tapes.html", context)
 
@@ -169,8 +226,10 @@ def my_adjustments(request: HttpRequest) -> HttpResponse:
     """The dashboard's Adjustments card: a trader's own P&L adjustments (staff: everyone's)."""
     config = exchange_config()
     account = "" if request.user.is_staff else request.user.get_username()
+    filters = panel.Filters(account=account)
     try:
-        data = panel.panel_data(read_records(config), panel.Filters(account=account))
+        items, _ = read_from_a_region(config, lambda store: newest_records(store, 0, PANEL_ADJUSTMENTS, filters))
+        data = panel.panel_data(items, filters)
     except (BotoCoreError, ClientError) as error:
         return render(request, "reconcile_panel/fragments.html#adjustments-card", {"error": unavailable(error)}, status=503)
     return render(request, "reconcile_panel/fragments.html#adjustments-card", adjustments_card_context(data, bool(account)))
@@ -182,7 +241,8 @@ def reorg_marks(request: HttpRequest) -> HttpResponse:
     """The reorg marks of recent conflicts (trade ids only), applied at once to a freshly loaded
     tape by static/js/reorg.js, so a reload shows the corrected tape rather than the raw one."""
     try:
-        conflicts, _ = panel.split_records(read_records(exchange_config()))
+        items, _ = read_from_a_region(exchange_config(), lambda store: newest_records(store, MARKS_SHOWN, 0))
+        conflicts, _ = panel.split_records(items)
     except (BotoCoreError, ClientError):
         return HttpResponse("", status=503)
     return render(request, "reconcile_panel/fragments.html#instant-marks", {"conflicts": conflicts[:MARKS_SHOWN]})

@@ -119,3 +119,97 @@ def test_it_refuses_a_cursor_it_did_not_give_out(runtime: Runtime, ops: dict[str
         assert response.status_code == 400 and "cursor" in response.json()["errors"], cursor
     # The first page of an empty tape: nothing, and nothing to go on with.
     assert client.get(f"/api/trades?region={EAST}", **ops).json() == {"trades": [], "next_cursor": None}
+
+
+# --- the reconcile records and pages ---------------------------------------------------
+
+
+def conflicted_history(runtime: Runtime, orders: int = 300) -> list[dict[str, Any]]:
+    """`orders` duplicate fills decided and written to the home region's reconcile table:
+    a conflict, a compensation and two adjustments each, every one decided at its own time."""
+    from reconcile_panel.provision import reconcile_table_name
+    from reconcile_panel.reconciler import Acceptance, Fill, Ledger, decision_items, reconcile
+    from reconcile_panel.store import ItemTable
+
+    copies, fills = [], []
+    for n in range(orders):
+        order_id = f"O{n:05d}"
+        for region, accepted in ((EAST, 1_000_000 + n * 100), (WEST, 1_000_050 + n * 100)):
+            copies.append(Acceptance(order_id, region, f"acct-{n % 7}", "BTC-USD", "BUY", Decimal("0.5"), Decimal("50010"), n, accepted, "FILLED", Decimal("0.5"), False, accepted + 10))
+            fills.append(Fill(f"T{n:05d}-{region}-0", order_id, region, f"acct-{n % 7}", "SIM-MM-1", "BTC-USD", "BUY", Decimal("0.5"), Decimal("50010"), n, 0, accepted + 10))
+    items = decision_items(reconcile(Ledger(tuple(copies), tuple(fills), {"BTC-USD": Decimal("50000")})))
+    ItemTable(EAST, reconcile_table_name(runtime.config.table_prefix)).put_absent_many(items)
+    return items
+
+
+def walk_records(client: Client, auth: dict[str, str], path: str, key: str) -> tuple[list[dict[str, Any]], list[list[tuple[str, int | None]]], dict[str, Any]]:
+    rows, calls, cursor, first = [], [], "", {}
+    while True:
+        with reads() as made:
+            response = client.get(path + (f"&cursor={cursor}" if cursor else ""), **auth)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        first = first or body
+        assert body["count"] == len(body[key])
+        rows += body[key]
+        calls.append(made)
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return rows, calls, first
+        assert len(calls) < 100, "the cursor never ends"
+
+
+def test_it_pages_the_reconcile_records_with_a_bounded_read_each(runtime: Runtime, ops: dict[str, str]) -> None:
+    items = conflicted_history(runtime)
+    client = Client()
+    conflicts, calls, first = walk_records(client, ops, "/api/reconcile/conflicts?limit=50", "conflicts")
+    assert first["count"] == 50 and first["next_cursor"]
+    for made in calls:
+        operations = [operation for operation, _ in made]
+        assert "Scan" not in operations, operations
+        assert operations.count("Query") <= INDEX_PAGES and all(limit <= 50 for op, limit in made if op == "Query"), made
+        assert operations.count("BatchGetItem") <= 1  # the page's compensations, by id
+    assert sorted(c["conflictId"] for c in conflicts) == sorted(i["conflictId"] for i in items if i["recordType"] == "CONFLICT")
+    assert [c["decidedAt"] for c in conflicts] == sorted((c["decidedAt"] for c in conflicts), reverse=True)
+    assert all(len(c["compensations"]) == 1 for c in conflicts)
+
+    adjustments, calls, first = walk_records(client, ops, "/api/reconcile/adjustments?limit=100", "adjustments")
+    assert len(adjustments) == 600 and len({a["adjustmentId"] for a in adjustments}) == 600
+    assert all("Scan" not in [operation for operation, _ in made] for made in calls)
+    expected: dict[tuple[str, str], Decimal] = {}
+    for item in items:
+        if item["recordType"] == "ADJUSTMENT":
+            key = (item["account"], item["symbol"])
+            expected[key] = expected.get(key, Decimal("0")) + item["amount"]
+    assert first["totals_complete"] is True
+    assert {(t["account"], t["symbol"]): Decimal(t["amount"]) for t in first["totals"]} == expected
+    one = client.get("/api/reconcile/conflicts?order_id=O00042", **ops).json()
+    assert [c["orderId"] for c in one["conflicts"]] == ["O00042"] and one["next_cursor"] is None
+    assert client.get("/api/reconcile/conflicts?cursor=bogus", **ops).json()["error"] == "bad_cursor"
+
+
+def test_it_renders_the_reconcile_pages_from_bounded_reads(runtime: Runtime) -> None:
+    conflicted_history(runtime)
+    trades = fill_tape(runtime, EAST)
+    fill_tape(runtime, WEST)
+    newer = [
+        Trade(
+            trade_id=f"TW{n:04d}-{WEST}-0", order_id=f"OW{n:04d}", symbol="BTC-USD", side="SELL", qty=Decimal("0.1"), price=Decimal("50000.00"),
+            buy_order="SIM", sell_order=f"OW{n:04d}", client="bob", counterparty="SIM-MM-1", region=WEST, fill_az=f"{WEST}a", seq=n,
+            fill_index=0, ts_ms=trades[-1].ts_ms + 1000 + n,
+        )
+        for n in range(30)
+    ]
+    runtime.exchange.stores[WEST].trades.put_many_once(newer)  # the west's own, not replicated yet
+    operator = Client()
+    operator.force_login(User.objects.create_user("ops2", password="x", is_staff=True))
+    for url in ("/reconcile/", "/reconcile/ledger/", "/reconcile/tapes/", "/reconcile/marks/", "/reconcile/?account=acct-3"):
+        with reads() as made:
+            response = operator.get(url)
+        assert response.status_code == 200, url
+        operations = [operation for operation, _ in made]
+        assert "Scan" not in operations, (url, operations)
+        assert len(operations) <= 24, (url, operations)
+    page = operator.get("/reconcile/tapes/").content.decode()
+    assert "diverged <b class=\"num\">30</b> of the 150 shown" in page
+    assert "240</b> trades" in page and "270</b> trades" in page

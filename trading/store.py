@@ -84,7 +84,14 @@ class IndexSpec:
 ORDERS_BY_CLIENT = IndexSpec("by-client", ("client", "S"), ("createdAt", "N"))
 # A region's own fills, newest first: the tape's newest window while the mirror trails.
 TRADES_BY_REGION = IndexSpec("by-region", ("region", "S"), ("timestamp", "N"))
-TABLE_INDEXES: dict[str, tuple[IndexSpec, ...]] = {"orders": (ORDERS_BY_CLIENT,), "trades": (TRADES_BY_REGION,)}
+# The reconcile records of one kind (conflicts, compensations, adjustments), newest first:
+# the reconcile pages and API read a page of them, never the whole table.
+RECONCILE_BY_TYPE = IndexSpec("by-type", ("recordType", "S"), ("decidedAt", "N"))
+TABLE_INDEXES: dict[str, tuple[IndexSpec, ...]] = {
+    "orders": (ORDERS_BY_CLIENT,),
+    "trades": (TRADES_BY_REGION,),
+    "reconcile": (RECONCILE_BY_TYPE,),
+}
 # Pages one newest-first index read follows at most (a filter can make pages short).
 INDEX_PAGES = 4
 # Where a page of a tape left each executing region's partition of the by-region index:
@@ -644,12 +651,13 @@ class TradeStore:
         """The trades among `trade_ids` that exist (consistent reads, no scan)."""
         return [trade_from_item(item) for item in batch_get_items(self._ddb, self.table, [f"TRADE#{i}" for i in trade_ids])]
 
-    def id_pages(self, page_size: int) -> Iterator[list[str]]:
-        """The ids of the trades this region executed, a Scan page at a time (projected)."""
+    def id_pages(self, page_size: int) -> Iterator[list[tuple[str, int]]]:
+        """(trade id, timestamp) of the trades this region executed, a Scan page at a time (projected)."""
         for page in scan_pages(
-            self._ddb, self.table, "TRADE#", page_size, ProjectionExpression="pk, tradeId, #r", ExpressionAttributeNames={"#r": "region"}
+            self._ddb, self.table, "TRADE#", page_size,
+            ProjectionExpression="pk, tradeId, #r, #t", ExpressionAttributeNames={"#r": "region", "#t": "timestamp"},
         ):
-            yield [str(item["tradeId"]) for item in page if item.get("region") == self.region]
+            yield [(str(item["tradeId"]), int(item.get("timestamp", 0))) for item in page if item.get("region") == self.region]
 
     def newest_executed_here(self, limit: int, symbol: str | None = None) -> list[Trade]:
         """This region's own fills, newest first (the by-region index)."""
@@ -657,6 +665,11 @@ class TradeStore:
         if symbol:
             extra = {"FilterExpression": "#y = :y", "ExpressionAttributeNames": {"#y": "symbol"}, "ExpressionAttributeValues": {":y": symbol}}
         return [trade_from_item(item) for item in query_newest(self._ddb, self.table, TRADES_BY_REGION, self.region, limit, **extra)]
+
+    def item_count(self) -> int:
+        """How many trades the table holds, as DescribeTable says (on AWS refreshed about every
+        six hours; moto counts live): a figure for a page, never a scan."""
+        return int(self._ddb.describe_table(TableName=self.table)["Table"].get("ItemCount", 0))
 
     def tape_page(
         self, executed_in: Sequence[str], limit: int, after: TapePosition | None = None, symbol: str | None = None
