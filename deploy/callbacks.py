@@ -10,9 +10,12 @@ stage in deploy/zappa_settings.json. By the stage's role (the name's prefix):
   so the settings file names no account id.
 - `ws_<region>`: DynamoDB Streams mappings from the Orders and Trades tables to the
   pusher (the stream ARNs carry a creation timestamp, so they too are looked up).
-- `api_<region>`: the secrets named in the stage's `ssm_environment` (SSM SecureString
-  parameters) become the function's environment variables; Zappa keeps variables it
-  does not manage on later updates, so they are never written to the settings file.
+- `api_<region>`, `ws_<region>`: each secret in the stage's `ssm_environment` (an SSM
+  SecureString) is named in the function's environment as `NAME_PARAM`; the function
+  reads and decrypts it at cold start with its own role. The decrypted value is never
+  written to the function's configuration (anyone allowed to read that would see it),
+  and the deployer needs no access to the secrets at all. Zappa keeps variables it does
+  not manage on later updates.
 
 Each step reads first and writes only on a difference: running it twice changes nothing.
 """
@@ -107,17 +110,21 @@ def ensure_stream_source(
     return {"source": arn, "uuid": existing[0]["UUID"], "action": action}
 
 
-def apply_ssm_environment(lambda_client: Any, ssm_client: Any, function_name: str, names: dict[str, str]) -> list[str]:
-    """Set env vars from SSM parameters (decrypted); returns the keys that changed."""
+def apply_secret_parameters(lambda_client: Any, function_name: str, names: dict[str, str]) -> list[str]:
+    """Name each secret's SSM parameter in the function's environment (`NAME_PARAM`), which
+    the function reads and decrypts at cold start (trading.config.env_secret); a plaintext
+    `NAME` an older deploy copied there is removed. Returns the keys that changed."""
     if not names:
         return []
     config = lambda_client.get_function_configuration(FunctionName=function_name)
     variables = dict(config.get("Environment", {}).get("Variables", {}))
     changed = []
     for key, parameter in sorted(names.items()):
-        value = ssm_client.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
-        if variables.get(key) != value:
-            variables[key] = value
+        if variables.get(f"{key}_PARAM") != parameter:
+            variables[f"{key}_PARAM"] = parameter
+            changed.append(f"{key}_PARAM")
+        if key in variables:
+            del variables[key]
             changed.append(key)
     if changed:
         lambda_client.get_waiter("function_updated_v2").wait(FunctionName=function_name)
@@ -158,5 +165,5 @@ def post_deploy(zappa_cli: Any) -> None:
             )
             print(f"{stage}: stream source {done['source']} {done['action']}")
     if config.get("ssm_environment"):
-        changed = apply_ssm_environment(lambda_client, session.client("ssm", region_name=region), function_name, config["ssm_environment"])
-        print(f"{stage}: environment from SSM: {', '.join(changed) if changed else 'unchanged'}")
+        changed = apply_secret_parameters(lambda_client, function_name, config["ssm_environment"])
+        print(f"{stage}: secret parameters named in the environment: {', '.join(changed) if changed else 'unchanged'}")

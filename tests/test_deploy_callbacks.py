@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from deploy import callbacks
+from tests.conftest import aws_calls
 from trading import aws
 from trading.config import ExchangeConfig
 from trading.queue import queue_name
@@ -114,15 +115,21 @@ def test_it_wires_the_table_streams_to_the_pusher_once(aws_resources: ExchangeCo
     )
 
 
-def test_it_puts_ssm_secrets_into_the_environment_once(aws_resources: ExchangeConfig) -> None:
+def test_it_names_the_secret_parameters_and_never_copies_a_secret_into_the_environment(aws_resources: ExchangeConfig) -> None:
     function = "exchange-api-us-east-1"
     make_function(function)
     ssm, lam = aws.client("ssm", REGION), aws.client("lambda", REGION)
     ssm.put_parameter(Name="/exchange/django-secret-key", Value="s" * 60, Type="SecureString", Overwrite=True)
+    # What an older deploy left behind: the decrypted secret as a plain variable.
+    lam.update_function_configuration(FunctionName=function, Environment={"Variables": {"DJANGO_SECRET_KEY": "s" * 60, "KEEP": "1"}})
+    names = {"DJANGO_SECRET_KEY": "/exchange/django-secret-key", "DATABASE_URL": "/exchange/database-url"}
 
-    first = callbacks.apply_ssm_environment(lam, ssm, function, {"DJANGO_SECRET_KEY": "/exchange/django-secret-key"})
-    second = callbacks.apply_ssm_environment(lam, ssm, function, {"DJANGO_SECRET_KEY": "/exchange/django-secret-key"})
+    with aws_calls() as calls:
+        first = callbacks.apply_secret_parameters(lam, function, names)
+        second = callbacks.apply_secret_parameters(lam, function, names)
 
-    assert (first, second) == (["DJANGO_SECRET_KEY"], [])
+    assert first == ["DATABASE_URL_PARAM", "DJANGO_SECRET_KEY_PARAM", "DJANGO_SECRET_KEY"] and second == []
     variables = lam.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
-    assert variables["DJANGO_SECRET_KEY"] == "s" * 60
+    assert variables == {"KEEP": "1", "DJANGO_SECRET_KEY_PARAM": "/exchange/django-secret-key", "DATABASE_URL_PARAM": "/exchange/database-url"}
+    assert "s" * 60 not in json.dumps(variables)
+    assert "GetParameter" not in calls  # the deployer never reads a secret
