@@ -520,7 +520,7 @@ class Runtime:
         """How far the Django mirror trails the tables, and what it could not take yet
         (None and 0 in a process that feeds no mirror, such as the API facade alone)."""
         feed = self.mirror_feed
-        if feed is None:
+        if feed is None or (self.started and feed.thread is None):
             return {"mirror_lag_ms": None, "mirror_retry_list": 0, "mirror_repaired": 0}
         return {"mirror_lag_ms": feed.lag_ms(), "mirror_retry_list": len(feed.retry_list), "mirror_repaired": feed.repaired}
 

@@ -130,7 +130,7 @@ def test_it_sweeps_the_tables_and_restores_what_the_mirror_lost(runtime: Runtime
     fills = runtime.exchange.stores[EAST].trades.for_order(stale["order_id"], EAST)
     assert mirrored(stale["order_id"]).status == "ACCEPTED" and not mirrored(never["order_id"])
 
-    feed.sweep_every_s = 0.2
+    feed.sweep_every_s, feed.sweep_settle_s = 0.2, 0.0  # a pass at once, over items of any age
     feed.start()
     wait_for(lambda: feed.sweeps >= 1, message="a whole sweep")
     assert mirrored(lost["order_id"]) and mirrored(never["order_id"])

@@ -194,12 +194,19 @@ MIRROR_BACKOFF_S = 0.05
 MIRROR_BACKOFF_MAX_S = 2.0
 RETRY_LIST_EVERY_S = 15.0
 RETRY_LIST_MAX = 10_000  # beyond it the oldest go (counted); the sweep restores them
-# The sweep: every SWEEP_EVERY_S, each region's Orders and Trades tables are read a Scan
-# page at a time (projected to ids and versions) and whatever the mirror lacks or holds
-# stale is fetched and upserted. It runs on the mirror's own thread, between batches.
+# The sweep: SWEEP_EVERY_S after the last pass, each region's Orders and Trades tables
+# are read a Scan page at a time (projected to ids and versions) on a thread of its own;
+# what the mirror lacks or holds stale (and is older than SWEEP_SETTLE_S: younger items
+# are the streams' to bring) is fetched and handed to the mirror's thread like a stream
+# batch, so the never-backwards rule decides it there. After each page it rests
+# SWEEP_PACE times as long as the page took: moto's Scan costs about 0.35 ms an item,
+# and the sweep is a safety net, not a second mirror.
 SWEEP_EVERY_S = 60.0
-SWEEP_PAGE = 1000
+SWEEP_PAGE = 500
+SWEEP_PACE = 20
 SWEEP_PAGE_GAP_S = 0.1
+SWEEP_SETTLE_S = 30.0
+SWEEP = "SWEEP"  # the event name of the records a sweep hands over
 LAG_MEMORY_S = 5.0
 
 ItemKey = tuple[str, str, str]  # (region, table, pk)
@@ -246,8 +253,8 @@ class MirrorFeed:
     """
 
     def __init__(self, exchange: Exchange | None = None, clock: Callable[[], float] = time.time) -> None:
-        # (ticket, records) per handed-over batch; None: stop.
-        self.batches: queue.Queue[tuple[int, list[ChangeRecord]] | None] = queue.Queue()
+        # (ticket, records) per handed-over batch (a sweep's have no ticket); None: stop.
+        self.batches: queue.Queue[tuple[int | None, list[ChangeRecord]] | None] = queue.Queue()
         self.exchange = exchange
         self.clock = clock
         self.thread: threading.Thread | None = None
@@ -259,6 +266,8 @@ class MirrorFeed:
         self.sweeps = 0
         self.repaired = 0  # rows the sweep found missing or stale, and upserted
         self.sweep_every_s = SWEEP_EVERY_S
+        self.sweep_settle_s = SWEEP_SETTLE_S
+        self.sweep_thread: threading.Thread | None = None
         self.retry_every_s = RETRY_LIST_EVERY_S
         self._lock = threading.Lock()
         # Written times of the batches handed over and not yet applied, by ticket.
@@ -266,11 +275,8 @@ class MirrorFeed:
         self._tickets = itertools.count()
         self._last_lag_ms = 0.0
         self._last_applied_s = 0.0
-        self._sweep: Iterator[None] | None = None
-        # When the last sweep ended and the retry list was last tried (monotonic s):
-        # the next is due a period later, the period read each time (it may be retuned).
-        self._swept_s = time.monotonic()
-        self._next_page_s = 0.0
+        # When the retry list was last tried (monotonic s): the next try is due a period
+        # later, the period read each time (it may be retuned).
         self._retried_s = 0.0
 
     # --- handing over ---------------------------------------------------------------
@@ -320,7 +326,7 @@ class MirrorFeed:
             if handed is None:
                 continue
             ticket, batch = handed
-            self.apply(batch, {ticket})
+            self.apply(batch, set() if ticket is None else {ticket})
             done += len(batch)
 
     def apply(self, batch: list[ChangeRecord], tickets: set[int] | frozenset[int] = frozenset()) -> bool:
@@ -348,6 +354,7 @@ class MirrorFeed:
             close_old_connections()  # a broken connection is replaced on the next try
             return False
         self.applied += len(records)
+        self.repaired += sum(1 for record in records if record.event_name == SWEEP)
         if self.retry_list:
             with self._lock:
                 for record in records:
@@ -405,81 +412,97 @@ class MirrorFeed:
     # --- the sweep ------------------------------------------------------------------
 
     def sweep(self) -> int:
-        """One whole pass now, on the calling thread. Returns the rows repaired."""
+        """One whole pass now, on the calling thread, applied at once (tests, commands).
+        Returns the rows it repaired."""
         before = self.repaired
-        for _ in self._sweep_pages():
-            pass
+        self._sweep_pass(self.apply, paced=False)
         self.sweeps += 1
         return self.repaired - before
 
-    def _sweep_pages(self) -> Iterator[None]:
+    def _sweep_loop(self) -> None:
+        while not self.stopping.wait(self.sweep_every_s):
+            try:
+                self._sweep_pass(lambda records: self.batches.put((None, records)), paced=True)
+                self.sweeps += 1
+            except Exception:
+                log.exception("mirror sweep failed")
+            finally:
+                close_old_connections()
+
+    def _sweep_pass(self, hand_over: Callable[[list[ChangeRecord]], Any], paced: bool) -> None:
         ex = self.exchange
         if ex is None:
             return
         for region in ex.config.regions:
             if not ex.region_up(region):
-                continue
+                continue  # its rows wait for the next pass
             stores = ex.stores[region]
+            settled_ms = int(self.clock() * 1000 - self.sweep_settle_s * 1000)
             try:
+                started = time.monotonic()
                 for versions in stores.orders.version_pages(SWEEP_PAGE):
-                    self._repair_orders(stores.orders, versions)
-                    yield
-                for ids in stores.trades.id_pages(SWEEP_PAGE):
-                    self._repair_trades(stores.trades, ids)
-                    yield
+                    records = self._stale_orders(stores.orders, versions, settled_ms)
+                    if records:
+                        hand_over(records)
+                    if self._rest(paced, started):
+                        return
+                    started = time.monotonic()
+                for found in stores.trades.id_pages(SWEEP_PAGE):
+                    records = self._missing_trades(stores.trades, found, settled_ms)
+                    if records:
+                        hand_over(records)
+                    if self._rest(paced, started):
+                        return
+                    started = time.monotonic()
             except (BotoCoreError, ClientError) as error:
                 log.warning("mirror sweep of %s stopped: %s", region, str(error)[:200])
 
-    def _repair_orders(self, orders: Any, versions: list[tuple[str, int, str]]) -> None:
+    def _rest(self, paced: bool, started: float) -> bool:
+        """After a page: rest in proportion to what it cost. True if the feed is stopping."""
+        if not paced:
+            return False
+        return self.stopping.wait(max(SWEEP_PAGE_GAP_S, SWEEP_PACE * (time.monotonic() - started)))
+
+    def _stale_orders(self, orders: Any, versions: list[tuple[str, int, str]], settled_ms: int) -> list[ChangeRecord]:
+        versions = [v for v in versions if v[1] <= settled_ms]
         held: dict[str, tuple[int, str]] = {}
         ids = [order_id for order_id, _, _ in versions]
         for start in range(0, len(ids), LOOKUP_CHUNK):
             rows = models.Order.objects.filter(pk__in=ids[start : start + LOOKUP_CHUNK]).values_list("order_id", "updated_ms", "status")
             held.update((order_id, (updated_ms, status)) for order_id, updated_ms, status in rows)
         stale = [order_id for order_id, updated_ms, status in versions if is_stale(held.get(order_id), updated_ms, status)]
-        if stale:
-            fresh = orders.get_many(stale)
-            if self.apply([ChangeRecord("SWEEP", {}, order_to_item(o), None, "", orders.region, orders.table) for o in fresh]):
-                self.repaired += len(fresh)
-                log.warning("mirror sweep: %d order(s) of %s were missing or stale in the mirror", len(fresh), orders.region)
+        if not stale:
+            return []
+        log.warning("mirror sweep: %d order(s) of %s missing or stale in the mirror", len(stale), orders.region)
+        return [ChangeRecord(SWEEP, {}, order_to_item(o), None, "", orders.region, orders.table) for o in orders.get_many(stale)]
 
-    def _repair_trades(self, trades: Any, ids: list[str]) -> None:
+    def _missing_trades(self, trades: Any, found: list[tuple[str, int]], settled_ms: int) -> list[ChangeRecord]:
+        ids = [trade_id for trade_id, ts_ms in found if ts_ms <= settled_ms]
         have: set[str] = set()
         for start in range(0, len(ids), LOOKUP_CHUNK):
             have.update(models.Trade.objects.filter(pk__in=ids[start : start + LOOKUP_CHUNK]).values_list("trade_id", flat=True))
         missing = [trade_id for trade_id in ids if trade_id not in have]
-        if missing:
-            fresh = trades.get_many(missing)
-            if self.apply([ChangeRecord("SWEEP", {}, trade_to_item(t), None, "", trades.region, trades.table) for t in fresh]):
-                self.repaired += len(fresh)
-                log.warning("mirror sweep: %d fill(s) of %s were missing from the mirror", len(fresh), trades.region)
+        if not missing:
+            return []
+        log.warning("mirror sweep: %d fill(s) of %s missing from the mirror", len(missing), trades.region)
+        return [ChangeRecord(SWEEP, {}, trade_to_item(t), None, "", trades.region, trades.table) for t in trades.get_many(missing)]
 
     def _chores(self) -> None:
-        """Between batches: the retry list when due, one sweep page when one is due."""
-        now = time.monotonic()
-        if self.retry_list and now >= self._retried_s + self.retry_every_s:
+        """Between batches: the retry list, when it is due."""
+        if self.retry_list and time.monotonic() >= self._retried_s + self.retry_every_s:
             self.retry_waiting()
             self._retried_s = time.monotonic()
-        if self.exchange is None or now < self._next_page_s:
-            return
-        if self._sweep is None and now >= self._swept_s + self.sweep_every_s:
-            self._sweep = self._sweep_pages()
-        if self._sweep is not None:
-            self._next_page_s = now + SWEEP_PAGE_GAP_S
-            try:
-                next(self._sweep)
-            except StopIteration:
-                self._sweep = None
-                self.sweeps += 1
-                self._swept_s = time.monotonic()
 
     # --- the thread -----------------------------------------------------------------
 
     def start(self) -> None:
-        # The streams rebuild the mirror at start; the first sweep checks it a period later.
-        self._swept_s = self._retried_s = time.monotonic()
+        self._retried_s = time.monotonic()
         self.thread = threading.Thread(target=self.run, name="mirror", daemon=True)
         self.thread.start()
+        if self.exchange is not None:
+            # The streams rebuild the mirror at start; the first sweep checks it a period later.
+            self.sweep_thread = threading.Thread(target=self._sweep_loop, name="mirror-sweep", daemon=True)
+            self.sweep_thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -488,12 +511,12 @@ class MirrorFeed:
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                handed = self.batches.get(timeout=SWEEP_PAGE_GAP_S if self._sweep is not None else 1.0)
+                handed = self.batches.get(timeout=1.0)
             except queue.Empty:
-                handed = (-1, [])
+                handed = (None, [])
             if handed is None:
                 return
-            tickets, batch = {handed[0]}, handed[1]
+            tickets, batch = ({handed[0]} if handed[0] is not None else set()), handed[1]
             # Take whatever else is waiting too: one transaction for a burst.
             while True:
                 try:
@@ -503,7 +526,8 @@ class MirrorFeed:
                 if more is None:
                     self.batches.put(None)
                     break
-                tickets.add(more[0])
+                if more[0] is not None:
+                    tickets.add(more[0])
                 batch = batch + more[1]
             try:
                 if batch:
