@@ -8,6 +8,8 @@
   the parser nor anything walking the result recurses without bound.
 - An integer parameter is plain ASCII digits: `str.isdigit()` takes "²" (which `int()`
   then refuses) and `int()` itself takes "١٢", "1_0" and " 12".
+
+Pages are held to one rule of these: no NUL in the path or query (a plain 400).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Annotated, Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 from pydantic import BeforeValidator, WithJsonSchema
 
@@ -113,13 +115,20 @@ ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
+def _has_nul(request: HttpRequest) -> bool:
+    return "\x00" in request.path_info or any("\x00" in name or any("\x00" in v for v in values) for name, values in request.GET.lists())
+
+
 class ApiInputMiddleware(MiddlewareMixin):
-    """Refuses an API request whose path or query holds a control character, before any view,
-    and makes every API error JSON, even one answered before or outside the API's views."""
+    """Refuses an API request whose path or query holds a control character (a page's: a NUL),
+    before any view, and makes every API error JSON, even one answered outside the API's views."""
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
         if request.path_info.startswith(API_PREFIX):
             return _control_character_error(request)
+        if _has_nul(request):
+            # Pages (the admin's object ids among them) would hand it to PostgreSQL: a 500.
+            return HttpResponseBadRequest("An address cannot contain a NUL character.", content_type="text/plain")
         return None
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:

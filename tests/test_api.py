@@ -331,3 +331,13 @@ def test_it_answers_json_for_an_unknown_route_or_a_wrong_method(runtime: Runtime
     assert_json_error(wrong, 405, "method_not_allowed")
     assert wrong["Allow"] == "GET"
     assert Client().get("/nope/").status_code == 404 and not Client().get("/nope/")["Content-Type"].startswith("application/json")
+
+
+def test_it_refuses_a_nul_in_a_page_address_but_serves_the_page_otherwise(ops: User) -> None:
+    # The admin would look the object up by that id: on PostgreSQL, a 500.
+    client = Client()
+    client.force_login(ops)
+    for url in ("/admin/trading/order/O%00x/change/", "/admin/trading/order/?q=%00", "/login/?next=%00"):
+        response = client.get(url)
+        assert response.status_code == 400 and b"NUL" in response.content, (url, response.status_code)
+    assert client.get("/login/?next=/%09").status_code == 200  # other control characters pass on pages
