@@ -25,17 +25,18 @@ var:
 run run-multi test test-fast bench soak: export DJANGO_DEBUG ?= 1
 
 # The embedded default's own secret: random, made once, readable by its owner only; every
-# manage.py command in this checkout reads it (exchange_ui/settings.py).
-var/secret_key: | var
-	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(60))' > $@
+# manage.py command with the same EXCHANGE_VAR_DIR reads it (exchange_ui/settings.py).
+SECRET_FILE := $(or $(EXCHANGE_VAR_DIR),var)/secret_key
+$(SECRET_FILE): | var
+	@mkdir -p $(dir $@) && umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(60))' > $@
 
-run: $(STAMP) var/secret_key | var
+run: $(STAMP) $(SECRET_FILE) | var
 	$(PY) manage.py migrate --noinput -v 0
 	PORT=$(PORT) $(PY) manage.py run_exchange --port $(PORT)
 
 # The local multi-process topology: moto, Redis (started if REDIS_URL's local server is not up),
 # daphne on channels-redis and one SimFill process per region and AZ, under one supervisor.
-run-multi: $(STAMP) var/secret_key | var
+run-multi: $(STAMP) $(SECRET_FILE) | var
 	$(PY) manage.py migrate --noinput -v 0
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} PORT=$(PORT) $(PY) manage.py run_multi --port $(PORT)
 

@@ -65,12 +65,11 @@ def test_it_fails_closed_when_nothing_asks_for_the_dev_posture(tmp_path: Path) -
 
 
 def test_it_lets_every_command_beside_make_run_use_the_secret_make_run_wrote(tmp_path: Path) -> None:
-    done = subprocess.run(["make", "-s", "var/secret_key", "PYTHON=" + sys.executable], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    made = tmp_path / "secret_key"
+    done = subprocess.run(["make", "-s", str(made), "PYTHON=" + sys.executable], cwd=ROOT,
+                          env={**os.environ, "EXCHANGE_VAR_DIR": str(tmp_path)}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    made = ROOT / "var" / "secret_key"
     assert made.stat().st_mode & 0o077 == 0, oct(made.stat().st_mode)
-    (tmp_path / "secret_key").write_text(made.read_text())
     beside = bare_manage("shell", "-c", SHOW_POSTURE, EXCHANGE_VAR_DIR=str(tmp_path))
     assert beside.returncode == 0, beside.stderr
     debug, _, secret = beside.stdout.split()[-3:]
