@@ -381,6 +381,14 @@ class ReconcileWorker:
                     break
                 del tombstones[order_id]
 
+    def measured(self, size: Callable[[tuple[Any, ...]], int]) -> int:
+        """`size` of the containers that hold the worker's state, walked under its lock."""
+        with self._lock:
+            return size((
+                self.copies, self.fills, self._fills_by_order, self._regions_by_order, self._orders_by_account,
+                self._touched, self._written, self._written_by_order, self._held_in, self.openings, self._tombstones,
+            ))
+
     def retained(self) -> dict[str, int]:
         """How much the worker holds: entries per structure (what the soak watches stay flat)."""
         with self._lock:

@@ -59,3 +59,36 @@ def test_it_keeps_every_invariant_through_a_short_game_day(tmp_path: Path) -> No
     assert set(memory) == {"soak process", "moto us-east-1", "moto eu-west-1"}, memory
     assert all(0 < m["start"] <= m["peak"] and m["end"] <= m["peak"] for m in memory.values()), memory
     assert "memory (resident MB" in done.stdout
+    # The reconcile worker's retained state, sampled while the orders went in (a stream this
+    # short spans less than four horizons: reported, not judged).
+    retained = report["reconcile_retained"]
+    assert retained["flat"] is None and retained["samples"] >= 2 and retained["entries"]["peak"] > 0
+    assert "reconcile worker (horizon 60 s)" in done.stdout
+
+
+class Growing:
+    """A reconcile worker's counters as RetainedWatch reads them, driven by the test."""
+
+    horizon_ms = 60_000
+    retired_total = late_records_dropped = restored_total = 0
+
+    def __init__(self) -> None:
+        self.entries = 0
+
+    def retained(self) -> dict[str, int]:
+        return {"copies": self.entries, "tombstones": 0}
+
+    def measured(self, size: object) -> int:
+        return self.entries * 100
+
+
+def test_it_fails_the_soak_when_the_reconcile_worker_keeps_growing() -> None:
+    from exchange_ui.management.commands.soak import RetainedWatch
+
+    for growth, flat in ((lambda step: 40 * step, False), (lambda step: min(40 * step, 2400), True)):
+        worker, progress = Growing(), [0.0]
+        watch = RetainedWatch(worker, lambda: progress[0], window_s=500)
+        for step in range(101):  # a sample per 1% of the stream, 20 orders/s
+            progress[0], worker.entries = step / 100, growth(step)
+            watch.sample(deep=step % 10 == 0)
+        assert watch.report()["flat"] is flat

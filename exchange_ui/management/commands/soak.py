@@ -7,7 +7,9 @@ while every built-in experiment runs on a schedule derived from the seed, overla
 where the seed says so. A trader refused with 503 retries later with the same
 idempotency key, as a client would. Afterwards the faults are gone, the queues drain,
 replication and reconciliation settle, and check_history judges what every region
-recorded: 0 accepted orders lost, 0 double fills left, regions converged.
+recorded: 0 accepted orders lost, 0 double fills left, regions converged. While the
+orders go in, the reconcile worker's retained state is sampled (entries, and bytes of its
+structures): over a stream of four horizons or more it must stay flat (RetainedWatch).
 
 Prints the seed, the schedule and the counts; exits 1 when an invariant fails.
 """
@@ -232,6 +234,111 @@ class MemoryWatch:
         }
 
 
+def deep_size(root: Any) -> int:
+    """Bytes of `root` and everything it holds (dicts, sequences, sets, slotted and plain
+    objects), each object once: what a structure costs, as sys.getsizeof counts it."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif not isinstance(obj, (str, bytes, int, float, Decimal, bool)) and obj is not None:
+            for klass in type(obj).__mro__:
+                for name in getattr(klass, "__slots__", ()):
+                    if hasattr(obj, name):
+                        stack.append(getattr(obj, name))
+            if hasattr(obj, "__dict__"):
+                stack.append(vars(obj))
+    return total
+
+
+# The reconcile worker's retained state is flat when what it holds as the stream ends is
+# within this factor of the second quarter's peak (which already holds a horizon or two of
+# orders). Not the last quarter's peak: a partition or an outage there holds retirement
+# back for its length (a bump, not growth), and every experiment ends by 90% of the
+# stream, so by its end the worker is back to a horizon's worth. Growth without bound
+# would stand at twice the second quarter's peak by the end.
+FLAT_FACTOR = 1.25
+
+
+class RetainedWatch:
+    """Samples what the reconcile worker holds while the orders go in: its entries (copies,
+    fills, tombstones, indexes; `ReconcileWorker.retained`) every `every_s`, and the bytes of
+    its structures (a walk under its lock, so less often) every `deep_every` samples."""
+
+    def __init__(self, worker: Any, progress: Any, window_s: float, every_s: float = 2.0, deep_every: int = 10):
+        self.worker = worker
+        self.progress = progress
+        # Flatness is judged on a stream of at least four horizons (retiring starts after
+        # one, tombstones go after two): a shorter one only reports its figures.
+        self.judged = window_s >= 4 * worker.horizon_ms / 1000
+        self.every_s = every_s
+        self.deep_every = deep_every
+        self.samples: list[tuple[float, int, int | None]] = []  # (share of the stream sent, entries, bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-retained", daemon=True)
+
+    def start(self) -> RetainedWatch:
+        self.sample(deep=True)
+        self._thread.start()
+        return self
+
+    def sample(self, deep: bool = False) -> None:
+        entries = sum(self.worker.retained().values())
+        size = self.worker.measured(deep_size) if deep else None
+        self.samples.append((self.progress(), entries, size))
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.every_s):
+            n += 1
+            self.sample(deep=n % self.deep_every == 0)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        self.sample(deep=True)
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        def quarter(q: int) -> list[tuple[float, int, int | None]]:
+            return [s for s in self.samples if q / 4 <= s[0] < (q + 1) / 4 or (q == 3 and s[0] >= 1.0)]
+
+        sized = [s for s in self.samples if s[2] is not None]
+        middle = min(sized, key=lambda s: abs(s[0] - 0.5)) if sized else self.samples[0]
+        second = max((s[1] for s in quarter(1)), default=0)
+        last = max((s[1] for s in quarter(3)), default=0)
+        end = self.samples[-1][1]
+        held = self.worker.retained()
+        return {
+            "horizon_s": self.worker.horizon_ms / 1000,
+            "entries": {"start": self.samples[0][1], "middle": middle[1], "end": self.samples[-1][1], "peak": max(s[1] for s in self.samples)},
+            "mb": {
+                "start": round((self.samples[0][2] or 0) / 2**20, 2),
+                "middle": round((middle[2] or 0) / 2**20, 2),
+                "end": round((self.samples[-1][2] or 0) / 2**20, 2),
+                "peak": round(max((s[2] or 0) for s in sized) / 2**20, 2) if sized else 0,
+            },
+            "second_quarter_peak": second,
+            "last_quarter_peak": last,
+            "flat": (end <= FLAT_FACTOR * max(second, 1)) if self.judged else None,
+            "retired": self.worker.retired_total,
+            "tombstones_end": held["tombstones"],
+            "late_records_dropped": self.worker.late_records_dropped,
+            "restored": self.worker.restored_total,
+            "samples": len(self.samples),
+        }
+
+
 class Command(BaseCommand):
     help = "A seeded game day: synthetic orders under every built-in experiment, then check_history."
 
@@ -246,6 +353,13 @@ class Command(BaseCommand):
             help="serve every region from one moto server, as `make run` does (default: one moto server per region, as each AWS region is its own endpoint)",
         )
         parser.add_argument("--json", dest="json_path", default="", help="also write the report as JSON here")
+        parser.add_argument(
+            "--reconcile-horizon",
+            type=int,
+            default=60,
+            help="seconds of stream time before the reconcile worker retires a settled order every region holds "
+            "(default 60 here, so a 10,000-order run spans several horizons; EXCHANGE_RECONCILE_HORIZON_S defaults to 300)",
+        )
 
     def say(self, line: str) -> None:
         self.stdout.write(line)
@@ -255,7 +369,10 @@ class Command(BaseCommand):
         for noisy in ("botocore", "urllib3", "faults", "simfill", "trading", "reconcile_panel", "exchange_ui.runtime"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         settle_timeout = options["settle_timeout"] or 180.0 + 0.1 * options["orders"]
-        report = self.game_day(options["seed"], options["orders"], options["rate"], settle_timeout, one_moto=options["one_moto"])
+        report = self.game_day(
+            options["seed"], options["orders"], options["rate"], settle_timeout, one_moto=options["one_moto"],
+            reconcile_horizon_s=options["reconcile_horizon"],
+        )
         if options["json_path"]:
             with open(options["json_path"], "w") as out:
                 json.dump(report, out, indent=2, sort_keys=True)
@@ -264,7 +381,9 @@ class Command(BaseCommand):
             sys.exit(1)
         self.say(self.style.SUCCESS("soak: every invariant holds"))
 
-    def game_day(self, seed: int, orders: int, rate: float, settle_timeout: float, one_moto: bool = False) -> dict[str, Any]:
+    def game_day(
+        self, seed: int, orders: int, rate: float, settle_timeout: float, one_moto: bool = False, reconcile_horizon_s: int = 60
+    ) -> dict[str, Any]:
         from exchange_ui.runtime import Runtime, set_runtime
         from faults.templates import builtin_templates
         from reconcile_panel.history import check
@@ -288,7 +407,9 @@ class Command(BaseCommand):
             aws.use_region_endpoints({region: server.url for region, server in zip(regions, servers)})
         forget_urls()
         self.endpoints = {region: servers[0 if one_moto else n].url for n, region in enumerate(regions)}
-        config = replace(settings.EXCHANGE, seed=seed, synthetic_rate=Decimal(0), endpoint_url=servers[0].url)
+        config = replace(
+            settings.EXCHANGE, seed=seed, synthetic_rate=Decimal(0), endpoint_url=servers[0].url, reconcile_horizon_s=reconcile_horizon_s
+        )
         window_s = orders / rate
         template_ids = [t.id for t in builtin_templates(config)]
         schedule = game_day_schedule(seed, window_s, template_ids)
@@ -317,6 +438,7 @@ class Command(BaseCommand):
                     pids[f"moto {region if not one_moto else '(all regions)'}"] = server.process.pid
             memory = MemoryWatch(pids).start()
             traders = Traders(runtime.exchange, stream, rate)
+            retained = RetainedWatch(runtime.reconciler, traders.progress, window_s).start()
             started = time.monotonic()
             experiments = self._run_schedule(runtime, schedule, traders, window_s)
             reporter = threading.Thread(target=self._progress, args=(runtime, traders, started), name="soak-progress", daemon=True)
@@ -324,6 +446,7 @@ class Command(BaseCommand):
             traders.submit_all()
             for thread in experiments:
                 thread.join()
+            self.retained = retained.stop()  # the stream's samples: settling retires the rest
             submitted_s = time.monotonic() - started
             runtime.runner.stop_all("The game day is over.")
             self.say(f"orders submitted in {submitted_s:.1f} s: {dict(sorted(traders.counts.items()))}")
@@ -471,7 +594,8 @@ class Command(BaseCommand):
             "adjustments_recorded": records["ADJUSTMENT"],
             "faults_injected": dict(runtime.plane.injected),
         }
-        ok = bool(result["ok"]) and not lost
+        retained = getattr(self, "retained", {})
+        ok = bool(result["ok"]) and not lost and retained.get("flat") is not False
         self.say(f"settled in {settle_s:.1f} s; check_history: {'ok' if result['ok'] else 'VIOLATIONS ' + json.dumps(dict(rules))}")
         for name, value in counts.items():
             self.say(f"  {name}: {value}")
@@ -482,6 +606,21 @@ class Command(BaseCommand):
                 "  memory (resident MB, start / peak / end of the orders and settling): "
                 + "; ".join(f"{name} {m['start']:.0f} / {m['peak']:.0f} / {m['end']:.0f}" for name, m in memory.items())
             )
+        if retained:
+            entries, mb = retained["entries"], retained["mb"]
+            self.say(
+                f"  reconcile worker (horizon {retained['horizon_s']:g} s), held while the orders went in, start / middle / end (peak):"
+                f" {entries['start']:,} / {entries['middle']:,} / {entries['end']:,} ({entries['peak']:,}) entries,"
+                f" {mb['start']:.2f} / {mb['middle']:.2f} / {mb['end']:.2f} ({mb['peak']:.2f}) MB;"
+                f" {retained['retired']:,} orders retired, {retained['tombstones_end']:,} tombstones at the end,"
+                f" {retained['late_records_dropped']} late records dropped, {retained['restored']} restored"
+            )
+            verdict = {True: "flat", False: "GROWING", None: "not judged (a stream shorter than four horizons)"}[retained["flat"]]
+            self.say(
+                f"  reconcile worker memory: {verdict} ({retained['entries']['end']:,} entries at the stream's end against"
+                f" the second quarter's peak of {retained['second_quarter_peak']:,}, {FLAT_FACTOR:g}x allowed;"
+                f" the last quarter's peak {retained['last_quarter_peak']:,})"
+            )
         for violation in result["violations"][:20]:
             self.say(f"  - [{violation['rule']}] {violation['detail']}")
         return {
@@ -491,6 +630,7 @@ class Command(BaseCommand):
             "ok": ok,
             "endpoints": self.endpoints,
             "memory_mb": getattr(self, "memory_mb", {}),
+            "reconcile_retained": retained,
             "schedule": [s.as_dict() for s in schedule],
             "experiments": self.experiment_log,
             "counts": counts,
