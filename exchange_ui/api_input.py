@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from http import HTTPStatus
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from django.conf import settings
