@@ -210,6 +210,9 @@ def test_it_renders_the_reconcile_pages_from_bounded_reads(runtime: Runtime) -> 
         operations = [operation for operation, _ in made]
         assert "Scan" not in operations, (url, operations)
         assert len(operations) <= 24, (url, operations)
+    panel_page = operator.get("/reconcile/").content.decode()
+    assert 'id="reconcile-truncated"' in panel_page and "The newest 200 conflicts and 500 adjustments" in panel_page
+    assert panel_page.count('<tr id="conflict-') == 200
     page = operator.get("/reconcile/tapes/").content.decode()
     assert "diverged <b class=\"num\">30</b> of the 150 shown" in page
     assert "240</b> trades" in page and "270</b> trades" in page
