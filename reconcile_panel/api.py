@@ -70,7 +70,7 @@ def _cursor(raw: str | None, record_type: str) -> RecordPosition | None | Reply:
         return bad
     try:
         data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+    except (ValueError, UnicodeDecodeError, binascii.Error, RecursionError):
         return bad
     if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], str) and data[0].startswith(f"{record_type}#")
             and type(data[1]) is int and data[1] >= 0):

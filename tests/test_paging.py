@@ -3,6 +3,7 @@ time (`GET /api/trades?region=`, `next_cursor`), against the real moto server.""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,7 +115,8 @@ def test_it_pages_a_filtered_tape_to_its_end(runtime: Runtime, ops: dict[str, st
 
 def test_it_refuses_a_cursor_it_did_not_give_out(runtime: Runtime, ops: dict[str, str]) -> None:
     client = Client()
-    for cursor in ("nonsense", "e30", "eyJtYXJzLTEiOm51bGx9", "\u00b2"):
+    deep = base64.urlsafe_b64encode(b"[" * 3000).decode()  # nested past the JSON parser's recursion limit
+    for cursor in ("nonsense", "e30", "eyJtYXJzLTEiOm51bGx9", "\u00b2", deep):
         response = client.get(f"/api/trades?region={EAST}&cursor={cursor}", **ops)
         assert response.status_code == 400 and "cursor" in response.json()["errors"], cursor
     # The first page of an empty tape: nothing, and nothing to go on with.
@@ -185,7 +187,8 @@ def test_it_pages_the_reconcile_records_with_a_bounded_read_each(runtime: Runtim
     assert {(t["account"], t["symbol"]): Decimal(t["amount"]) for t in first["totals"]} == expected
     one = client.get("/api/reconcile/conflicts?order_id=O00042", **ops).json()
     assert [c["orderId"] for c in one["conflicts"]] == ["O00042"] and one["next_cursor"] is None
-    assert client.get("/api/reconcile/conflicts?cursor=bogus", **ops).json()["error"] == "bad_cursor"
+    for bogus in ("bogus", base64.urlsafe_b64encode(b"[" * 700).decode()):
+        assert client.get(f"/api/reconcile/conflicts?cursor={bogus}", **ops).json()["error"] == "bad_cursor"
 
 
 def test_it_renders_the_reconcile_pages_from_bounded_reads(runtime: Runtime) -> None:

@@ -298,7 +298,7 @@ def parse_tape_cursor(text: str, regions: tuple[str, ...]) -> TapePosition:
         raise ValueError("cursor too long")
     try:
         data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (ValueError, UnicodeDecodeError, binascii.Error) as bad:
+    except (ValueError, UnicodeDecodeError, binascii.Error, RecursionError) as bad:
         raise ValueError("not a cursor") from bad
     if not isinstance(data, dict) or not data or not set(data) <= set(regions):
         raise ValueError("not a cursor")
