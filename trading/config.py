@@ -138,6 +138,11 @@ class ExchangeConfig:
     # How long, in the streams' own time, the reconcile worker keeps a settled order that
     # every region holds before it retires it (EXCHANGE_RECONCILE_HORIZON_S).
     reconcile_horizon_s: int = 300
+    # The matcher persists each book's snapshot to DynamoDB every this many seconds or
+    # seqs, whichever comes first (EXCHANGE_SNAPSHOT_EVERY_S, EXCHANGE_SNAPSHOT_EVERY_SEQ);
+    # Redis has it after every batch.
+    snapshot_every_s: int = 5
+    snapshot_every_seq: int = 500
 
     @property
     def market_symbols(self) -> tuple[str, ...]:
@@ -204,4 +209,6 @@ class ExchangeConfig:
             user_sockets=env_int("EXCHANGE_USER_SOCKETS", 32, minimum=1),
             max_sockets=env_int("EXCHANGE_MAX_SOCKETS", 5000, minimum=1),
             reconcile_horizon_s=env_int("EXCHANGE_RECONCILE_HORIZON_S", 300, minimum=1),
+            snapshot_every_s=env_int("EXCHANGE_SNAPSHOT_EVERY_S", 5, minimum=1),
+            snapshot_every_seq=env_int("EXCHANGE_SNAPSHOT_EVERY_SEQ", 500, minimum=1),
         )

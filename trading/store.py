@@ -10,9 +10,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -87,8 +87,11 @@ TRADES_BY_REGION = IndexSpec("by-region", ("region", "S"), ("timestamp", "N"))
 # The reconcile records of one kind (conflicts, compensations, adjustments), newest first:
 # the reconcile pages and API read a page of them, never the whole table.
 RECONCILE_BY_TYPE = IndexSpec("by-type", ("recordType", "S"), ("decidedAt", "N"))
+# A market's orders in seq order (every region's copies: a seq is one region's number, so
+# a read filters by region): what a matcher that takes over reads after its snapshot's seq.
+ORDERS_BY_MARKET = IndexSpec("by-market", ("symbol", "S"), ("seq", "N"))
 TABLE_INDEXES: dict[str, tuple[IndexSpec, ...]] = {
-    "orders": (ORDERS_BY_CLIENT,),
+    "orders": (ORDERS_BY_CLIENT, ORDERS_BY_MARKET),
     "trades": (TRADES_BY_REGION,),
     "reconcile": (RECONCILE_BY_TYPE,),
 }
@@ -143,7 +146,7 @@ def table_names(prefix: str) -> dict[str, str]:
 
 
 def order_to_item(order: Order) -> dict[str, Any]:
-    return {
+    item: dict[str, Any] = {
         "pk": f"ORDER#{order.order_id}",
         "orderId": order.order_id,
         "client": order.client,
@@ -164,6 +167,9 @@ def order_to_item(order: Order) -> dict[str, Any]:
         "cancelRequested": order.cancel_requested,
         "history": [history_to_item(h) for h in order.history],
     }
+    if order.maker_trades:  # absent until it makes a trade as the resting side
+        item["makerTrades"] = list(order.maker_trades)
+    return item
 
 
 def history_to_item(change: StatusChange) -> dict[str, Any]:
@@ -192,6 +198,7 @@ def order_from_item(item: dict[str, Any]) -> Order:
             StatusChange(h["status"], int(h["ts"]), h.get("az", ""), h.get("note", "")) for h in item.get("history", [])
         ),
         updated_ms=int(item.get("updatedAt", item["createdAt"])),
+        maker_trades=tuple(str(t) for t in item.get("makerTrades", ())),
     )
 
 
@@ -570,6 +577,83 @@ class OrderStore:
         )
         return [order_from_item(item) for item in items]
 
+    def in_market(self, symbol: str, after_seq: int, before_seq: int | None = None) -> Iterator[Order]:
+        """This region's orders of a market with `after_seq` < seq (< `before_seq`), in seq
+        order, from the by-market index (eventually consistent: on DynamoDB it trails its
+        table by a fraction of a second; moto updates it with the write)."""
+        if before_seq is not None and before_seq <= after_seq + 1:
+            return
+        values: dict[str, Any] = {":y": symbol, ":a": after_seq + 1, ":r": self.region}
+        if before_seq is None:
+            condition = "#y = :y AND #q >= :a"
+        else:
+            condition = "#y = :y AND #q BETWEEN :a AND :b"
+            values[":b"] = before_seq - 1
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": ORDERS_BY_MARKET.name,
+            "KeyConditionExpression": condition,
+            "FilterExpression": "#r = :r",
+            "ExpressionAttributeNames": {"#y": "symbol", "#q": "seq", "#r": "region"},
+            "ExpressionAttributeValues": to_attrs(values),
+            "ScanIndexForward": True,
+        }
+        while True:
+            page = self._ddb.query(**request)
+            for attrs in page.get("Items", []):
+                yield order_from_item(from_attrs(attrs))
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def write_update(self, write: OrderWrite) -> dict[str, Any]:
+        """The conditional write of an order's state after an engine's execution: only over
+        the state it was computed from (its status and filled quantity, in this region), so
+        a replay, or a write another execution already made, changes nothing."""
+        before = write.before
+        values: dict[str, Any] = {
+            ":s": write.change.status,
+            ":f": write.filled_qty,
+            ":t": write.change.ts_ms,
+            ":h": [history_to_item(write.change)],
+            ":empty": [],
+            ":was": before.status,
+            ":wasf": before.filled_qty,
+            ":r": before.region,
+        }
+        sets = "SET #s = :s, filledQty = :f, updatedAt = :t, history = list_append(if_not_exists(history, :empty), :h)"
+        if write.maker_trades:
+            sets += ", makerTrades = list_append(if_not_exists(makerTrades, :empty), :m)"
+            values[":m"] = list(write.maker_trades)
+        return {
+            "TableName": self.table,
+            "Key": to_attrs({"pk": f"ORDER#{before.order_id}"}),
+            # Seen by the engine: the order needs no OrderAccepted any more.
+            "UpdateExpression": sets + " REMOVE outboxPending",
+            "ConditionExpression": "attribute_exists(pk) AND #s = :was AND filledQty = :wasf AND #r = :r",
+            "ExpressionAttributeNames": {"#s": "status", "#r": "region"},
+            "ExpressionAttributeValues": to_attrs(values),
+        }
+
+
+@dataclass(frozen=True)
+class OrderWrite:
+    """An order's new state after an engine's execution (the taker's, or a resting order's
+    it traded with), and the state it was computed from (`before`)."""
+
+    before: Order
+    change: StatusChange
+    filled_qty: Decimal
+    maker_trades: tuple[str, ...] = ()
+
+    def applied(self) -> Order:
+        order = self.before.with_status(self.change.status, self.change.ts_ms, self.change.az, self.change.note, filled=self.filled_qty)
+        return replace(order, maker_trades=order.maker_trades + self.maker_trades) if self.maker_trades else order
+
+
+class LeaseLost(RuntimeError):
+    """Another task took the matcher's lease: this task's writes are fenced off."""
+
 
 @dataclass(frozen=True)
 class TradeStore:
@@ -638,10 +722,17 @@ class TradeStore:
         """The trades a region's fill of an order wrote: their ids are derived, so no index."""
         from trading.domain import derive_trade_id
 
-        keys = [to_attrs({"pk": f"TRADE#{derive_trade_id(order_id, region, i)}"}) for i in range(max_fills)]
-        response = self._ddb.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
-        found = [trade_from_item(from_attrs(a)) for a in response.get("Responses", {}).get(self.table, [])]
-        return sorted(found, key=lambda t: t.fill_index)
+        found: list[Trade] = []
+        start = 0
+        while True:
+            keys = [to_attrs({"pk": f"TRADE#{derive_trade_id(order_id, region, i)}"}) for i in range(start, start + max_fills)]
+            response = self._ddb.batch_get_item(RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}})
+            page = [trade_from_item(from_attrs(a)) for a in response.get("Responses", {}).get(self.table, [])]
+            found += page
+            # A taker that swept the matcher's book may have more fills than one read asks for.
+            if len(page) < max_fills or start + max_fills >= 1000:
+                return sorted(found, key=lambda t: t.fill_index)
+            start += max_fills
 
     def scan_all(self) -> Iterator[Trade]:
         for item in scan_items(self._ddb, self.table, "TRADE#"):
@@ -819,6 +910,121 @@ class SequenceStore:
         }
 
 
+    # The matcher's book snapshots live here as well (regional, like the book itself):
+    # `SNAP#<symbol>` holds the latest one (the book's state, zlib-compressed JSON); a
+    # state larger than one item allows is split over `SNAP#<symbol>#<seq>#<n>` parts,
+    # written before the head that names them.
+
+    def put_book_snapshot(self, symbol: str, blob: bytes, seq: int, ts_ms: int) -> bool:
+        """Store the book's state at `seq` unless a later seq is stored already (a stale
+        task's write never goes back in time; the same seq again is a harmless repeat)."""
+        ddb = aws.client("dynamodb", self.region)
+        head: dict[str, Any] = {"pk": snapshot_pk(symbol), "seq": seq, "ts_ms": ts_ms, "bytes": len(blob)}
+        parts = [blob[i : i + SNAPSHOT_PART_BYTES] for i in range(0, len(blob), SNAPSHOT_PART_BYTES)] or [b""]
+        if len(parts) == 1:
+            head["state"] = parts[0]
+        else:
+            batch_put_items(ddb, self.table, [{"pk": snapshot_part_pk(symbol, seq, n), "state": part} for n, part in enumerate(parts)])
+            head["parts"] = len(parts)
+        try:
+            response = ddb.put_item(
+                TableName=self.table,
+                Item=to_attrs(head),
+                ConditionExpression="attribute_not_exists(pk) OR seq <= :seq",
+                ExpressionAttributeValues=to_attrs({":seq": seq}),
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        old = from_attrs(response.get("Attributes") or {})
+        if old.get("parts") and int(old["seq"]) != seq:
+            self._delete_parts(symbol, int(old["seq"]), int(old["parts"]))
+        return True
+
+    def _delete_parts(self, symbol: str, seq: int, parts: int) -> None:
+        ddb = aws.client("dynamodb", self.region)
+        try:
+            for n in range(parts):
+                ddb.delete_item(TableName=self.table, Key=to_attrs({"pk": snapshot_part_pk(symbol, seq, n)}))
+        except (BotoCoreError, ClientError) as error:  # left over: harmless, never read again
+            log.warning("old snapshot parts of %s@%d not deleted: %s", symbol, seq, str(error)[:160])
+
+    def book_snapshot(self, symbol: str) -> tuple[bytes, int, int] | None:
+        """The latest stored state of the book: (blob, seq, ts_ms), or None."""
+        ddb = aws.client("dynamodb", self.region)
+        for _ in range(3):  # a head replaced between our two reads: read the new one
+            response = ddb.get_item(TableName=self.table, Key=to_attrs({"pk": snapshot_pk(symbol)}), ConsistentRead=True)
+            if "Item" not in response:
+                return None
+            head = from_attrs(response["Item"])
+            seq, ts_ms = int(head["seq"]), int(head["ts_ms"])
+            if "parts" not in head:
+                return bytes(head.get("state") or b""), seq, ts_ms
+            pks = [snapshot_part_pk(symbol, seq, n) for n in range(int(head["parts"]))]
+            found = batch_get_items(ddb, self.table, pks)
+            if len(found) == len(pks):
+                return b"".join(bytes(item["state"]) for item in found), seq, ts_ms
+        return None
+
+
+# An item holds 400 KB at most; a part stays well under it.
+SNAPSHOT_PART_BYTES = 300_000
+
+
+def snapshot_pk(symbol: str) -> str:
+    return f"SNAP#{symbol}"
+
+
+def snapshot_part_pk(symbol: str, seq: int, n: int) -> str:
+    return f"SNAP#{symbol}#{seq}#{n}"
+
+
+    # The matcher's lease: one task at a time applies a region's books. Taking it moves the
+    # epoch on; every write of a book's execution checks it in the same transaction, so a
+    # task that lost the lease (stopped, partitioned, still unwinding) writes nothing more.
+
+    def take_lease(self, name: str, owner: str, ts_ms: int) -> int:
+        """Take the lease `name` from whoever holds it; the new epoch."""
+        response = aws.client("dynamodb", self.region).update_item(
+            TableName=self.table,
+            Key=to_attrs({"pk": f"LEASE#{name}"}),
+            UpdateExpression="ADD epoch :one SET #o = :o, takenAt = :t",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues=to_attrs({":one": 1, ":o": owner, ":t": ts_ms}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(from_attrs(response["Attributes"])["epoch"])
+
+    def lease(self, name: str) -> tuple[int, str]:
+        """(epoch, owner) of the lease (0, "" before anyone took it)."""
+        response = aws.client("dynamodb", self.region).get_item(
+            TableName=self.table, Key=to_attrs({"pk": f"LEASE#{name}"}), ConsistentRead=True
+        )
+        item = from_attrs(response["Item"]) if "Item" in response else {}
+        return int(item.get("epoch", 0)), str(item.get("owner", ""))
+
+    def lease_check(self, name: str, epoch: int) -> dict[str, Any]:
+        """The TransactWriteItems ConditionCheck that the lease is still at `epoch`."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": to_attrs({"pk": f"LEASE#{name}"}),
+                "ConditionExpression": "epoch = :e",
+                "ExpressionAttributeValues": to_attrs({":e": epoch}),
+            }
+        }
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a task's writes are conditional on."""
+
+    name: str
+    epoch: int
+
+
 def position_pk(client: str, symbol: str) -> str:
     # The symbol first: it never holds "#", so no client name can make two keys collide.
     return f"POS#{symbol}#{client}"
@@ -957,6 +1163,74 @@ class RegionStores:
             log.debug("a batch's fills in one transaction: %s; one by one instead", str(error)[:200])
             return False
         return True
+
+
+    def commit_execution(
+        self, trades: Sequence[Trade], writes: Sequence[OrderWrite], positions: Mapping[tuple[str, str], Decimal], fence: Fence | None
+    ) -> bool:
+        """An engine's execution in one TransactWriteItems: its trades (each only if absent),
+        every touched order's new state (each only over the state it was computed from),
+        the position counters it moves, and the lease check. True if written; False if an
+        order or trade refused (a replay, a race: the caller writes it the long way, which
+        sorts out per item what is already there) or it is too large for one transaction.
+        LeaseLost if another task holds the lease."""
+        items: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.trades.table, "Item": to_attrs(trade_to_item(t)), "ConditionExpression": "attribute_not_exists(pk)"}}
+            for t in trades
+        ]
+        items += [{"Update": self.orders.write_update(w)} for w in writes]
+        items += [self.sequences.position_change(client, symbol, delta) for (client, symbol), delta in positions.items() if delta]
+        if fence is not None:
+            items.append(self.sequences.lease_check(fence.name, fence.epoch))
+        if len(items) > TRANSACTION_ITEMS:
+            return False
+        return self._transact(items, fence)
+
+    def _transact(self, items: list[dict[str, Any]], fence: Fence | None) -> bool:
+        """One transaction, retried on conflicts with other transactions; False if one of
+        its conditions refused (other than the lease's: LeaseLost)."""
+        ddb = aws.client("dynamodb", self.region)
+        for attempt in range(SEQ_ATTEMPTS):
+            try:
+                ddb.transact_write_items(TransactItems=items)
+                return True
+            except ClientError as error:
+                reasons = [r.get("Code") for r in cancellation_reasons(error)]
+                if not reasons:
+                    raise
+                if fence is not None and reasons[-1] == "ConditionalCheckFailed":
+                    raise LeaseLost(f"the {fence.name} lease of {self.region} moved past epoch {fence.epoch}") from error
+                if "ConditionalCheckFailed" in reasons:
+                    return False
+                if "TransactionConflict" not in reasons:
+                    raise
+                time.sleep(aws.backoff_s(attempt + 1))
+        raise RuntimeError(f"a transaction in {self.region} kept conflicting with others")
+
+    def write_execution_long_way(
+        self, trades: Sequence[Trade], writes: Sequence[OrderWrite], positions_of: Mapping[str, Mapping[tuple[str, str], Decimal]], fence: Fence | None
+    ) -> dict[str, bool]:
+        """An execution item by item, in order: the trades (a trade that moves a counter moves
+        its taker's with it, as put_once does), then each order's state with the counters of
+        its client that it moves (`positions_of[order_id]`), each under the lease check.
+        Returns, per order, whether its write went in (False: it was already there)."""
+        for trade in trades:
+            if self.trades.counts(trade.symbol):
+                self.trades.put_once(trade)
+            else:
+                self.trades.put_many_once([trade])
+        written: dict[str, bool] = {}
+        for write in writes:
+            items: list[dict[str, Any]] = [{"Update": self.orders.write_update(write)}]
+            items += [
+                self.sequences.position_change(client, symbol, delta)
+                for (client, symbol), delta in positions_of.get(write.before.order_id, {}).items()
+                if delta
+            ]
+            if fence is not None:
+                items.append(self.sequences.lease_check(fence.name, fence.epoch))
+            written[write.before.order_id] = self._transact(items, fence)
+        return written
 
 
 def is_final(status: str) -> bool:

@@ -1,0 +1,293 @@
+"""Book snapshots: the one door to Redis for books (the note: "Snapshots in Redis for fast
+book display; persisted periodically to DynamoDB").
+
+After every batch the matcher publishes each touched book: Redis key `book:{region}:{symbol}`
+holds JSON `{"symbol","region","seq","ts","bids","asks","state"}` (the depth it was given and
+the Book's whole `snapshot()` data). Every `every_s` seconds or `every_seq` seqs, whichever
+comes first, the latest state is also persisted to DynamoDB (`SNAP#<symbol>` in the region's
+sequences table: regional, never replicated), through the stores and so through the fault
+plane. Readers (the book API, a stand-in task rebuilding a book) take Redis first, else the
+DynamoDB copy, which is then marked stale.
+
+Redis may go away (an ElastiCache failover; the embedded server restarted): a publish that
+fails never fails the batch. A background thread keeps each book's latest payload and
+writes it again once Redis answers, and again whenever the server behind the address
+changes (a new `run_id`: a promoted replica or a restarted node, whose data may be older
+or gone), so a quiet book is republished too. The same thread does the periodic persists,
+so the matcher's batch path costs one Redis SET per touched book.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
+
+from matcher.protocol import Depth
+from trading.store import RegionStores
+
+log = logging.getLogger(__name__)
+
+SOURCE_REDIS = "redis"
+SOURCE_DYNAMODB = "dynamodb"
+REDIS_ERRORS = (redis.RedisError, OSError)
+TICK_S = 0.25  # the background thread's pace: republish, server check, due persists
+SERVER_CHECK_S = 1.0
+
+
+def book_key(region: str, symbol: str, namespace: str = "book") -> str:
+    return f"{namespace}:{region}:{symbol}"
+
+
+@dataclass
+class _Latest:
+    """What this process last published for one (region, symbol)."""
+
+    payload: str
+    seq: int
+    ts_ms: int
+    state: dict[str, Any]
+    in_redis: bool
+    persisted_seq: int = -1
+    persisted_at: float = 0.0
+
+
+def _rows_from_state(side: list[list[Any]], levels: int, lot: Decimal) -> list[dict[str, Any]]:
+    """A snapshot side (best price first, each price's resting orders) as depth rows."""
+    rows = []
+    for price, orders in side[:levels]:
+        left = sum((Decimal(order[3]) for order in orders), Decimal(0))
+        rows.append({"price": price, "qty": format(left.quantize(lot), "f"), "orders": len(orders)})
+    return rows
+
+
+def depth_from_state(state: Mapping[str, Any], levels: int) -> dict[str, list[dict[str, Any]]]:
+    lot = Decimal(state["lot"])
+    return {"bids": _rows_from_state(state["bids"], levels, lot), "asks": _rows_from_state(state["asks"], levels, lot)}
+
+
+class BookSnapshots:
+    def __init__(
+        self,
+        redis_client: Any,
+        stores_for_region: Callable[[str], RegionStores] | Mapping[str, RegionStores],
+        every_s: float = 5.0,
+        every_seq: int = 500,
+        namespace: str = "book",
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
+        self.redis = redis_client
+        self._stores = stores_for_region.__getitem__ if isinstance(stores_for_region, Mapping) else stores_for_region
+        self.every_s = every_s
+        self.every_seq = every_seq
+        self.namespace = namespace
+        self.clock = clock
+        # False: no thread; whoever holds it calls tick() (a test driving the clock).
+        self.background = background
+        self._latest: dict[tuple[str, str], _Latest] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server_id: str | None = None
+        self._checked_at = 0.0
+        self.redis_up = True
+        self.republished = 0  # payloads written again after Redis came back or changed
+        self.persisted = 0
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def publish(self, region: str, symbol: str, depth: Depth, state: dict[str, Any], ts_ms: int) -> None:
+        """The book after a batch, to Redis now (never raises: Redis may be failing over;
+        the payload is written again when it answers), and to DynamoDB when one is due."""
+        body = {"symbol": symbol, "region": region, "seq": depth.seq, "ts": ts_ms}
+        data = depth.as_data()
+        body.update(bids=data["bids"], asks=data["asks"], state=state)
+        payload = json.dumps(body, separators=(",", ":"))
+        written = self._set(region, symbol, payload)
+        key = (region, symbol)
+        with self._lock:
+            previous = self._latest.get(key)
+            entry = _Latest(payload, depth.seq, ts_ms, state, written)
+            if previous is not None:
+                entry.persisted_seq, entry.persisted_at = previous.persisted_seq, previous.persisted_at
+            else:
+                entry.persisted_at = self.clock()  # the first persist is due every_s from now (or every_seq)
+            self._latest[key] = entry
+        self._ensure_thread()
+        if not written or depth.seq - entry.persisted_seq >= self.every_seq:
+            self._wake.set()
+
+    def persist(self, region: str, symbol: str, state: dict[str, Any], seq: int, ts_ms: int) -> None:
+        """The book's state at `seq` to the region's sequences table now (raises on failure)."""
+        blob = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 6)
+        self._stores(region).sequences.put_book_snapshot(symbol, blob, seq, ts_ms)
+        self.persisted += 1
+        with self._lock:
+            entry = self._latest.get((region, symbol))
+            if entry is not None and entry.seq >= seq:
+                entry.persisted_seq, entry.persisted_at = max(entry.persisted_seq, seq), self.clock()
+
+    def _set(self, region: str, symbol: str, payload: str) -> bool:
+        try:
+            self.redis.set(book_key(region, symbol, self.namespace), payload)
+        except REDIS_ERRORS as error:
+            if self.redis_up:
+                log.warning("book snapshots: Redis is not answering (%s); republishing when it is back", str(error)[:160])
+            self.redis_up = False
+            return False
+        self.redis_up = True
+        return True
+
+    # --- the background thread: republish, watch the server, persist --------------------
+
+    def _ensure_thread(self) -> None:
+        if not self.background:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if (self._thread is None or not self._thread.is_alive()) and not self._stop.is_set():
+                    self._thread = threading.Thread(target=self._run, name="book-snapshots", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # the next tick tries again
+                log.exception("book snapshots: a background round failed")
+
+    def tick(self) -> None:
+        """One background round (the thread calls it; a test may call it directly)."""
+        self._watch_server()
+        with self._lock:
+            entries = list(self._latest.items())
+        for (region, symbol), entry in entries:
+            if not entry.in_redis and self._set(region, symbol, entry.payload):
+                with self._lock:
+                    if self._latest.get((region, symbol)) is entry:
+                        entry.in_redis = True
+                self.republished += 1
+        now = self.clock()
+        for (region, symbol), entry in entries:
+            due = entry.seq != entry.persisted_seq and (
+                entry.seq - entry.persisted_seq >= self.every_seq or now - entry.persisted_at >= self.every_s
+            )
+            if due:
+                try:
+                    self.persist(region, symbol, entry.state, entry.seq, entry.ts_ms)
+                except (BotoCoreError, ClientError, RuntimeError) as error:
+                    log.warning("book snapshot %s/%s@%d not persisted yet: %s", region, symbol, entry.seq, str(error)[:160])
+                    with self._lock:
+                        entry.persisted_at = now  # try again in every_s, not every tick
+
+    def _watch_server(self) -> None:
+        """A new server behind the address (restarted, or a replica promoted) may have lost
+        what we wrote: write every latest payload again."""
+        now = self.clock()
+        if now - self._checked_at < SERVER_CHECK_S and self.redis_up:
+            return
+        self._checked_at = now
+        try:
+            server_id = str(self.redis.info("server").get("run_id", ""))
+        except REDIS_ERRORS:
+            self.redis_up = False
+            self._mark_all_unwritten()
+            return
+        self.redis_up = True
+        if self._server_id is not None and server_id != self._server_id:
+            log.info("book snapshots: a new Redis server answers (run_id %s); republishing every book", server_id[:8])
+            self._mark_all_unwritten()
+        self._server_id = server_id
+
+    def _mark_all_unwritten(self) -> None:
+        with self._lock:
+            for entry in self._latest.values():
+                entry.in_redis = False
+
+    def close(self, persist: bool = True) -> None:
+        """Stop the background thread; with `persist`, store every book not persisted at its latest seq."""
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        if not persist:
+            return
+        with self._lock:
+            entries = [(key, e) for key, e in self._latest.items() if e.persisted_seq != e.seq]
+        for (region, symbol), entry in entries:
+            try:
+                self.persist(region, symbol, entry.state, entry.seq, entry.ts_ms)
+            except (BotoCoreError, ClientError, RuntimeError) as error:
+                log.warning("book snapshot %s/%s@%d not persisted at close: %s", region, symbol, entry.seq, str(error)[:160])
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _from_redis(self, region: str, symbol: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the stored payload or None, whether Redis answered)."""
+        try:
+            raw = self.redis.get(book_key(region, symbol, self.namespace))
+        except REDIS_ERRORS:
+            return None, False
+        return (json.loads(raw) if raw else None), True
+
+    def _from_dynamodb(self, region: str, symbol: str) -> tuple[dict[str, Any], int, int] | None:
+        found = self._stores(region).sequences.book_snapshot(symbol)
+        if found is None:
+            return None
+        blob, seq, ts_ms = found
+        return json.loads(zlib.decompress(blob)), seq, ts_ms
+
+    def latest_state(self, region: str, symbol: str) -> tuple[dict[str, Any], int, str] | None:
+        """The newest state of the book: (Book.snapshot() data, seq, "redis" | "dynamodb"),
+        or None when neither holds one. A DynamoDB error is raised: a caller rebuilding a
+        book must not take "no snapshot" for "could not read it"."""
+        payload, _ = self._from_redis(region, symbol)
+        if payload is not None:
+            return payload["state"], int(payload["seq"]), SOURCE_REDIS
+        stored = self._from_dynamodb(region, symbol)
+        if stored is None:
+            return None
+        state, seq, _ = stored
+        return state, seq, SOURCE_DYNAMODB
+
+    def depth(self, region: str, symbol: str, levels: int) -> dict[str, Any] | None:
+        """The book's top `levels` prices a side, the API's shape plus "source" and "stale"
+        (True when the DynamoDB copy is served: Redis did not answer, or has not been
+        republished since it lost the book). None when there is no snapshot at all."""
+        payload, answered = self._from_redis(region, symbol)
+        if payload is not None:
+            bids, asks = payload["bids"], payload["asks"]
+            state = payload.get("state") or {}
+            if (len(bids) < levels and len(state.get("bids", ())) > len(bids)) or (
+                len(asks) < levels and len(state.get("asks", ())) > len(asks)
+            ):
+                rows = depth_from_state(state, levels)
+                bids, asks = rows["bids"], rows["asks"]
+            return {
+                "symbol": symbol, "region": region, "seq": int(payload["seq"]), "ts": int(payload["ts"]),
+                "source": SOURCE_REDIS, "stale": False, "bids": bids[:levels], "asks": asks[:levels],
+            }
+        stored = self._from_dynamodb(region, symbol)
+        if stored is None:
+            return None
+        state, seq, ts_ms = stored
+        rows = depth_from_state(state, levels)
+        return {
+            "symbol": symbol, "region": region, "seq": seq, "ts": ts_ms, "source": SOURCE_DYNAMODB, "stale": True,
+            "stale_reason": "snapshot Redis not answering" if not answered else "not republished to Redis yet",
+            "bids": rows["bids"], "asks": rows["asks"],
+        }
