@@ -134,3 +134,23 @@ def test_it_puts_every_fill_an_order_reports_on_the_tape_of_the_region_that_made
     runtime.catch_up()
     assert models.Trade.objects.count() == len(before)
     assert tape(auth) == before
+
+
+def test_it_adds_the_listing_indexes_to_tables_made_before_them(aws_resources: Any) -> None:
+    from tests.conftest import make_config
+    from trading import aws
+    from trading.provision import bootstrap, ensure_table
+
+    config = make_config(table_prefix="older")
+    for role in ("orders", "trades"):
+        ensure_table("us-east-1", f"older-{role}", streams=True)  # as a bootstrap before the indexes made them
+    bootstrap(config)
+    bootstrap(config)  # idempotent
+    ddb = aws.client("dynamodb", "us-east-1")
+    for role, index in (("orders", "by-client"), ("trades", "by-region")):
+        for region in config.regions:
+            table = aws.client("dynamodb", region).describe_table(TableName=f"older-{role}")["Table"]
+            assert index in [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])]
+    assert ddb.query(
+        TableName="older-orders", IndexName="by-client", KeyConditionExpression="client = :c", ExpressionAttributeValues={":c": {"S": "alice"}}
+    )["Items"] == []

@@ -102,7 +102,20 @@ def ensure_indexes(region: str, name: str, indexes: tuple[IndexSpec, ...]) -> li
             GlobalSecondaryIndexUpdates=[{"Create": index_definition(index)}],
         )
         added.append(index.name)
+        _wait_for_index(ddb, name, index.name)
     return added
+
+
+def _wait_for_index(ddb: Any, table: str, index: str, timeout_s: float = 900) -> None:
+    """DynamoDB builds (backfills) one new index at a time: wait until it is ACTIVE."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = ddb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])
+        if any(i["IndexName"] == index and i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in described):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{table}: index {index} not ACTIVE after {timeout_s}s")
+        time.sleep(2)  # a deploy step against real AWS; moto answers ACTIVE at once
 
 
 def ensure_queue(region: str, name: str, attributes: dict[str, str]) -> tuple[str, bool]:
