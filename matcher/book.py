@@ -105,6 +105,13 @@ class _Quantities(dict[int, Decimal]):
 _new = tuple.__new__
 
 
+def _whole_reciprocal(step: Decimal) -> Decimal | None:
+    reciprocal = 1 / step
+    if reciprocal == reciprocal.to_integral_value() and reciprocal * step == 1:
+        return reciprocal
+    return None
+
+
 class Book:
     def __init__(self, symbol: str, tick: Decimal, lot: Decimal) -> None:
         if not (tick > 0 and lot > 0):
@@ -113,6 +120,9 @@ class Book:
         self.tick = tick
         self.lot = lot
         self.last_seq = 0
+        # A grid step of 1/k: multiplying by k is exact and cheaper than dividing.
+        self._per_tick = _whole_reciprocal(tick)
+        self._per_lot = _whole_reciprocal(lot)
         self._qty = _Quantities(lot)
         self._zero = self._qty.zero
         # Keyed by price key; the heaps hold each key of their dict once.
@@ -131,7 +141,7 @@ class Book:
     def ticks(self, price: Decimal) -> int:
         """A price in whole ticks; ValueError when it is not a positive multiple of the tick."""
         try:
-            ticks, denominator = (price / self.tick).as_integer_ratio()
+            ticks, denominator = (price * self._per_tick if self._per_tick else price / self.tick).as_integer_ratio()
         except (ArithmeticError, ValueError):  # NaN, infinity
             denominator = 0
         if denominator != 1 or ticks <= 0:
@@ -141,7 +151,7 @@ class Book:
     def lots(self, qty: Decimal) -> int:
         """A quantity in whole lots; ValueError when it is not a positive multiple of the lot."""
         try:
-            lots, denominator = (qty / self.lot).as_integer_ratio()
+            lots, denominator = (qty * self._per_lot if self._per_lot else qty / self.lot).as_integer_ratio()
         except (ArithmeticError, ValueError):  # NaN, infinity
             denominator = 0
         if denominator != 1 or lots <= 0:
