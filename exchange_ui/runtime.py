@@ -77,6 +77,8 @@ class Runtime:
     replicator: Any = None  # reconcile_panel.replicator.Replicator
     reconciler: Any = None  # reconcile_panel.worker.ReconcileWorker
     mirror_feed: Any = None  # trading.mirror.MirrorFeed, fed by the replicator's stream reader
+    snapshots: Any = None  # matcher.snapshots.BookSnapshots, made on first use (book_snapshots())
+    _snapshots_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- composition ---------------------------------------------------------------
 
@@ -173,6 +175,33 @@ class Runtime:
 
         broadcast_failover(region, az)
 
+    def book_snapshots(self) -> Any:
+        """The process's one BookSnapshots (the matcher's tasks write through it, the book API
+        and the page read through it); its Redis is REDIS_URL's, else the embedded one."""
+        with self._snapshots_lock:
+            if self.snapshots is None:
+                from matcher.book_redis import book_redis_client
+                from matcher.snapshots import BookSnapshots
+
+                self.snapshots = BookSnapshots(
+                    book_redis_client(self.config.redis_url),
+                    self.exchange.stores,
+                    every_s=self.config.snapshot_every_s,
+                    every_seq=self.config.snapshot_every_seq,
+                )
+            return self.snapshots
+
+    def book(self, symbol: str, region: str, levels: int) -> dict[str, Any]:
+        """A market's book in a region as the snapshot holds it (GET /api/book, the ladder):
+        `frozen` while the region is down (its matcher is stopped: the book is as it was at
+        `seq`); no book at all under SimFill, whose orders never rest."""
+        frozen = not self.exchange.region_up(region) or self.samples.get(region, RegionSample()).reachable is False
+        empty = {"symbol": symbol, "region": region, "seq": 0, "ts": None, "source": "none", "stale": False, "frozen": frozen, "bids": [], "asks": []}
+        if self.config.engine != "matcher":
+            return {**empty, "engine": self.config.engine}
+        found = self.book_snapshots().depth(region, symbol, levels)
+        return {**found, "frozen": frozen} if found is not None else empty
+
     def _make_worker(self, region: str, az: str) -> AzWorker:
         def grid(symbol: str) -> tuple[Decimal, Decimal]:
             market = self.config.market(symbol)
@@ -256,6 +285,8 @@ class Runtime:
             self.reconciler.stop()
         if self.mirror_feed is not None:
             self.mirror_feed.stop()
+        if self.snapshots is not None:
+            self.snapshots.close()  # every book persisted at its last seq
 
     def catch_up(self) -> None:
         """Read every stream now and bring the mirror up to date (tests, commands)."""

@@ -33,6 +33,7 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from matcher.protocol import Depth
+from trading.events import publish_depth
 from trading.store import RegionStores
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ SOURCE_DYNAMODB = "dynamodb"
 REDIS_ERRORS = (redis.RedisError, OSError)
 TICK_S = 0.25  # the background thread's pace: republish, server check, due persists
 SERVER_CHECK_S = 1.0
+EVENT_LEVELS = 10  # prices a side in a book.depth event
+STALE_UNREACHABLE = "snapshot Redis not answering"
+STALE_NOT_REPUBLISHED = "not republished to Redis yet"
 
 
 def book_key(region: str, symbol: str, namespace: str = "book") -> str:
@@ -57,6 +61,8 @@ class _Latest:
     ts_ms: int
     state: dict[str, Any]
     in_redis: bool
+    depth: dict[str, Any]  # the event's data for this payload
+    shown: dict[str, Any] | None = None  # the depth of the last payload Redis took
     persisted_seq: int = -1
     persisted_at: float = 0.0
 
@@ -85,6 +91,7 @@ class BookSnapshots:
         namespace: str = "book",
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        on_depth: Callable[[str, dict[str, Any]], None] | None = publish_depth,
     ) -> None:
         self.redis = redis_client
         self._stores = stores_for_region.__getitem__ if isinstance(stores_for_region, Mapping) else stores_for_region
@@ -94,6 +101,9 @@ class BookSnapshots:
         self.clock = clock
         # False: no thread; whoever holds it calls tick() (a test driving the clock).
         self.background = background
+        # Told each book's depth as the snapshot holds it (book.depth events): what Redis
+        # took, or, while it cannot take it, its last copy marked stale.
+        self.on_depth = on_depth
         self._latest: dict[tuple[str, str], _Latest] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -116,14 +126,21 @@ class BookSnapshots:
         payload = json.dumps(body, separators=(",", ":"))
         written = self._set(region, symbol, payload)
         key = (region, symbol)
+        shown = {
+            "symbol": symbol, "region": region, "seq": depth.seq, "ts": ts_ms, "source": SOURCE_REDIS, "stale": False,
+            "bids": data["bids"][:EVENT_LEVELS], "asks": data["asks"][:EVENT_LEVELS],
+        }
         with self._lock:
             previous = self._latest.get(key)
-            entry = _Latest(payload, depth.seq, ts_ms, state, written)
+            entry = _Latest(payload, depth.seq, ts_ms, state, written, shown, shown if written else None)
             if previous is not None:
                 entry.persisted_seq, entry.persisted_at = previous.persisted_seq, previous.persisted_at
+                if not written:
+                    entry.shown = previous.shown
             else:
                 entry.persisted_at = self.clock()  # the first persist is due every_s from now (or every_seq)
             self._latest[key] = entry
+        self._tell(entry)
         self._ensure_thread()
         if not written or depth.seq - entry.persisted_seq >= self.every_seq:
             self._wake.set()
@@ -137,6 +154,17 @@ class BookSnapshots:
             entry = self._latest.get((region, symbol))
             if entry is not None and entry.seq >= seq:
                 entry.persisted_seq, entry.persisted_at = max(entry.persisted_seq, seq), self.clock()
+
+    def _tell(self, entry: _Latest) -> None:
+        if self.on_depth is None:
+            return
+        if entry.in_redis:
+            self.on_depth(entry.depth["region"], entry.depth)
+        else:
+            # The display reads the snapshot: it keeps what Redis last held, marked stale.
+            last = entry.shown or entry.depth
+            reason = STALE_UNREACHABLE if not self.redis_up else STALE_NOT_REPUBLISHED
+            self.on_depth(last["region"], {**last, "stale": True, "stale_reason": reason})
 
     def _set(self, region: str, symbol: str, payload: str) -> bool:
         try:
@@ -177,9 +205,12 @@ class BookSnapshots:
         for (region, symbol), entry in entries:
             if not entry.in_redis and self._set(region, symbol, entry.payload):
                 with self._lock:
-                    if self._latest.get((region, symbol)) is entry:
-                        entry.in_redis = True
+                    current = self._latest.get((region, symbol)) is entry
+                    if current:
+                        entry.in_redis, entry.shown = True, entry.depth
                 self.republished += 1
+                if current:
+                    self._tell(entry)
         now = self.clock()
         for (region, symbol), entry in entries:
             due = entry.seq != entry.persisted_seq and (
@@ -203,8 +234,8 @@ class BookSnapshots:
         try:
             server_id = str(self.redis.info("server").get("run_id", ""))
         except REDIS_ERRORS:
-            self.redis_up = False
-            self._mark_all_unwritten()
+            was_up, self.redis_up = self.redis_up, False
+            self._mark_all_unwritten(tell=was_up)
             return
         self.redis_up = True
         if self._server_id is not None and server_id != self._server_id:
@@ -212,10 +243,16 @@ class BookSnapshots:
             self._mark_all_unwritten()
         self._server_id = server_id
 
-    def _mark_all_unwritten(self) -> None:
+    def _mark_all_unwritten(self, tell: bool = False) -> None:
+        """Every book must be written again; with `tell`, its display learns it is stale now
+        (a quiet book publishes nothing that would say so)."""
         with self._lock:
-            for entry in self._latest.values():
+            entries = list(self._latest.values())
+            for entry in entries:
                 entry.in_redis = False
+        if tell:
+            for entry in entries:
+                self._tell(entry)
 
     def close(self, persist: bool = True) -> None:
         """Stop the background thread; with `persist`, store every book not persisted at its latest seq."""
@@ -288,6 +325,6 @@ class BookSnapshots:
         rows = depth_from_state(state, levels)
         return {
             "symbol": symbol, "region": region, "seq": seq, "ts": ts_ms, "source": SOURCE_DYNAMODB, "stale": True,
-            "stale_reason": "snapshot Redis not answering" if not answered else "not republished to Redis yet",
+            "stale_reason": STALE_UNREACHABLE if not answered else STALE_NOT_REPUBLISHED,
             "bids": rows["bids"], "asks": rows["asks"],
         }

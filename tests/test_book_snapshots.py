@@ -203,3 +203,37 @@ def test_it_splits_a_book_larger_than_an_item_over_parts(snapshots: BookSnapshot
     snapshots.persist(REGION, SYMBOL, big.snapshot(), big.last_seq, 6)
     assert len(parts_of(40_001)) >= 2
     assert parts_of(40_000) == []
+
+
+def test_it_tells_the_display_what_the_snapshot_holds_and_when_it_went_stale(book_redis: Any, stores: dict[str, RegionStores], embedded_book_redis: Any) -> None:
+    told: list[dict[str, Any]] = []
+    now = [100.0]
+    snapshots = BookSnapshots(book_redis, stores, on_depth=lambda region, data: told.append(data), background=False, clock=lambda: now[0])
+    book = make_book()
+    publish(snapshots, book)
+    snapshots.tick()
+    assert [(d["seq"], d["stale"]) for d in told] == [(book.last_seq, False)]
+    assert told[0]["bids"] == book.depth(10).as_data()["bids"]
+    embedded_book_redis.kill()
+    now[0] += 1  # the server is checked once a second
+    snapshots.tick()  # a quiet book: the page still learns the snapshot is stale
+    assert (told[-1]["stale"], told[-1]["stale_reason"], told[-1]["seq"]) == (True, "snapshot Redis not answering", book.last_seq)
+    book.place(book.last_seq + 1, "o-new", "client-n", "BUY", Decimal("1.0000"), Decimal("49000.00"))
+    publish(snapshots, book)  # the batch goes on; the display keeps what Redis last held
+    assert (told[-1]["stale"], told[-1]["seq"]) == (True, book.last_seq - 1)
+    embedded_book_redis.restart(0)
+    snapshots.tick()
+    assert (told[-1]["stale"], told[-1]["seq"], told[-1]["source"]) == (False, book.last_seq, "redis")
+    assert snapshots.depth(REGION, SYMBOL, 10)["seq"] == book.last_seq
+
+
+def test_it_coalesces_book_depth_events_to_four_a_second_and_sends_the_last(published: list[dict[str, Any]]) -> None:
+    from trading.events import BOOK_DEPTH, DepthCoalescer
+
+    coalescer = DepthCoalescer(interval_s=0.25)
+    for seq in range(1, 21):
+        coalescer.offer(REGION, {"symbol": SYMBOL, "seq": seq})
+    coalescer.offer("eu-west-1", {"symbol": SYMBOL, "seq": 1})  # another region's book has its own pace
+    wait_for(lambda: any(e["data"]["seq"] == 20 for e in published), timeout_s=2, message="the burst's last depth")
+    depths = [(e["region"], e["data"]["seq"]) for e in published if e["type"] == BOOK_DEPTH]
+    assert depths == [(REGION, 1), ("eu-west-1", 1), (REGION, 20)]

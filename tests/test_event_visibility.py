@@ -66,7 +66,7 @@ def test_it_shows_others_only_the_anonymous_part_of_a_fill() -> None:
 
 
 def test_it_shows_market_wide_events_to_everyone_and_unknown_ones_to_staff() -> None:
-    for kind in (events.METRICS, events.REGION_HEALTH, events.BACKPRESSURE):
+    for kind in (events.METRICS, events.REGION_HEALTH, events.BACKPRESSURE, events.BOOK_DEPTH):
         shared = event(kind, active=True)
         assert visible_to(shared, BOB) is shared
     unknown = event("ledger.internal", client="bob")

@@ -360,6 +360,34 @@ def list_trades(
     return JsonResponse({"trades": tape_as_seen(request, [mirror_trade_json(t) for t in rows])})
 
 
+BOOK_LEVELS = 10
+MAX_BOOK_LEVELS = 50
+
+
+@router.get("/book", summary="A market's order book in a region: the best prices a side, from the book snapshot")
+def get_book(request: HttpRequest, symbol: str | None = None, depth: QueryCount = BOOK_LEVELS, region: str | None = None) -> HttpResponse:
+    """Bids high to low and asks low to high, Decimal strings, read from the snapshot (Redis,
+    else the DynamoDB copy: `"stale": true`); `"frozen": true` while the region is down."""
+    ex = get_exchange()
+    config = ex.config
+    known = ", ".join(m.symbol for m in config.markets)
+    market = config.market(symbol) if symbol else config.markets[0]
+    if market is None:
+        return JsonResponse({"errors": {"symbol": [f"Unknown market. Known: {known}."]}}, status=400)
+    if not 1 <= depth <= MAX_BOOK_LEVELS:
+        return JsonResponse({"errors": {"depth": [f"Must be between 1 and {MAX_BOOK_LEVELS}."]}}, status=400)
+    if region and region not in config.regions:
+        return JsonResponse({"errors": {"region": [f"Unknown region. Known: {', '.join(config.regions)}."]}}, status=400)
+    where = region or market.home_region
+    try:
+        book = get_runtime().book(market.symbol, where, depth)
+    except (BotoCoreError, ClientError):  # neither the snapshot Redis nor the region's table answered
+        response = error(503, "region_unavailable", f"the {market.symbol} book in {where} cannot be read now", region=where)
+        response["Retry-After"] = "2"
+        return response
+    return JsonResponse(book)
+
+
 @router.get("/regions", summary="Each region: status, AZs and workers, queue depth, replication lag")
 def list_regions(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"regions": get_runtime().regions()})

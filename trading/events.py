@@ -30,12 +30,14 @@ REGION_HEALTH = "region.health"
 BACKPRESSURE = "backpressure"
 METRICS = "metrics"
 EXPERIMENT_STATE = "experiment.state"
+BOOK_DEPTH = "book.depth"
 
 # Who sees what (visible_to). Staff see every event whole. A trader sees:
 # - their own orders and adjustments, and nobody else's;
 PRIVATE_TYPES = frozenset({ORDER_ACCEPTED, ORDER_STATUS, PNL_ADJUSTED})
-# - market-wide figures as published;
-PUBLIC_TYPES = frozenset({REGION_HEALTH, BACKPRESSURE, METRICS})
+# - market-wide figures as published, and the books' depth (prices, quantities and order
+#   counts per level: anonymous market data, no client or order id in it);
+PUBLIC_TYPES = frozenset({REGION_HEALTH, BACKPRESSURE, METRICS, BOOK_DEPTH})
 # - fills and reconcile decisions whole when they are about their own order, and otherwise
 #   only the anonymous part: what the tape and its reorg marks show, never a client, an
 #   order id or a counterparty;
@@ -113,6 +115,57 @@ def publish(event_type: str, region: str, data: dict[str, Any], ts_ms: int | Non
         except Exception:  # a broken sink must not undo a committed write
             log.exception("event sink failed for %s", event_type)
     return event
+
+
+# book.depth goes out at most this often per (region, market): the newest depth wins, and
+# the last one of a burst is always sent (at the end of its interval).
+DEPTH_INTERVAL_S = 0.25
+
+
+class DepthCoalescer:
+    """At most one book.depth event per (region, symbol) per interval, the newest depth."""
+
+    def __init__(self, interval_s: float = DEPTH_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._sent_at: dict[tuple[str, str], float] = {}
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
+        self._timers: dict[tuple[str, str], threading.Timer] = {}
+
+    def offer(self, region: str, data: dict[str, Any]) -> None:
+        key = (region, str(data.get("symbol", "")))
+        with self._lock:
+            now = self.clock()
+            wait = self._sent_at.get(key, -self.interval_s) + self.interval_s - now
+            if wait > 0:
+                self._pending[key] = data
+                if key not in self._timers:
+                    timer = self._timers[key] = threading.Timer(wait, self._flush, args=(key,))
+                    timer.daemon = True
+                    timer.start()
+                return
+            self._sent_at[key] = now
+            self._pending.pop(key, None)
+        publish(BOOK_DEPTH, region, data)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._timers.pop(key, None)
+            data = self._pending.pop(key, None)
+            if data is None:
+                return
+            self._sent_at[key] = self.clock()
+        publish(BOOK_DEPTH, key[0], data)
+
+
+DEPTH = DepthCoalescer()
+
+
+def publish_depth(region: str, depth_data: dict[str, Any]) -> None:
+    """A book's depth after a batch: `{"symbol","region","seq","ts","bids","asks",...}`
+    (Decimal strings), coalesced per (region, symbol) to at most four events a second."""
+    DEPTH.offer(region, depth_data)
 
 
 @dataclass(frozen=True)
