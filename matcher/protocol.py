@@ -20,7 +20,7 @@ Statuses an engine reports for an order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -150,9 +150,18 @@ class Engine(Protocol):
     - `snapshot()` / `restore(snapshot)`: the engine's whole state as plain JSON-able
       data (Decimal strings) and back; restoring and applying the later commands gives
       what the uninterrupted engine gives.
+    - `stateful`: does the engine keep state between orders (a book)? Then one task at a
+      time applies a market's commands, once each, in their seq order, and a task that
+      takes over rebuilds the state first. SimFill: False (each order alone).
+    - `market_state(symbol)`: one market's part of `snapshot()` (None: no state kept);
+      `resting_ids(state)`: the orders resting in such a state, in seq order.
+    - `reload(symbol, tick, lot, last_seq, resting)`: make a market's state the given
+      resting orders (ticket, quantity filled so far), each at its own price in seq order,
+      with `last_seq` applied: the book as the store holds it after a takeover.
     """
 
     name: str
+    stateful: bool
 
     def submit(self, ticket: Ticket) -> Execution: ...
 
@@ -165,3 +174,9 @@ class Engine(Protocol):
     def snapshot(self) -> dict[str, Any]: ...
 
     def restore(self, snapshot: Mapping[str, Any]) -> None: ...
+
+    def market_state(self, symbol: str) -> dict[str, Any] | None: ...
+
+    def resting_ids(self, state: Mapping[str, Any]) -> tuple[str, ...]: ...
+
+    def reload(self, symbol: str, tick: Decimal, lot: Decimal, last_seq: int, resting: Sequence[tuple[Ticket, Decimal]]) -> None: ...

@@ -34,6 +34,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from matcher.engines import engine_for
+from matcher.protocol import Engine
 from simfill.worker import Applied, apply_message, publish_applied
 from trading import events
 from trading.config import ConfigError, ExchangeConfig
@@ -60,6 +62,7 @@ class Runtime:
     stores: RegionStores
     az: str
     clock: Callable[[], float]
+    engine: Engine
 
     def market_grid(self, symbol: str) -> tuple[Decimal, Decimal]:
         market = self.config.market(symbol)
@@ -80,6 +83,10 @@ def current_runtime() -> Runtime:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
     if region not in config.regions:
         raise ConfigError(f"AWS_REGION {region!r} is not one of EXCHANGE_REGIONS {list(config.regions)}")
+    engine = engine_for(config.engine)
+    if engine.stateful:
+        # Concurrent sandboxes, each with a book of its own, would match one market twice.
+        raise ConfigError(f"EXCHANGE_ENGINE={config.engine} keeps a book: it runs as one task per region (manage.py matcher_worker), not as a Lambda")
     events.add_sink(log_event)
     # Lambda does not say which AZ a sandbox runs in; the fills say they came from it.
     az = os.environ.get("EXCHANGE_FILL_AZ") or f"{region}-lambda"
@@ -89,6 +96,7 @@ def current_runtime() -> Runtime:
         stores=RegionStores.for_region(region, config.table_prefix, counted_symbols=config.position_limits),
         az=az,
         clock=time.time,
+        engine=engine,
     )
 
 
@@ -106,7 +114,7 @@ def apply_record(record: SQSRecord) -> str:
     """Apply one queue message; raising marks it (and its group's later messages) failed."""
     runtime = current_runtime()
     body = parse_body(record.body)
-    applied: Applied = apply_message(runtime.stores, body, runtime.az, runtime.clock, runtime.market_grid)
+    applied: Applied = apply_message(runtime.stores, body, runtime.az, runtime.clock, runtime.market_grid, engine=runtime.engine)
     publish_applied(applied, runtime.region)
     metrics.add_metric(name=f"Orders{applied.action.capitalize()}", unit=MetricUnit.Count, value=1)
     if applied.trades:

@@ -183,8 +183,6 @@ class ExchangeConfig:
         engine = env_str("EXCHANGE_ENGINE", "simfill")
         if engine not in {"simfill", "matcher"}:
             raise ConfigError(f"EXCHANGE_ENGINE must be 'simfill' or 'matcher', not {engine!r}")
-        if engine == "matcher":
-            raise ConfigError("EXCHANGE_ENGINE=matcher: the Phase 2 matching engine is not built yet; use simfill")
         try:
             position_limits = parse_limits(env_str("EXCHANGE_POSITION_LIMIT", ""), tuple(m.symbol for m in markets))
         except ValueError as bad:

@@ -14,7 +14,10 @@ from typing import Any
 from trading.config import ExchangeConfig, Market
 
 SIDES = ("BUY", "SELL")
-OPEN_STATUSES = ("ACCEPTED",)
+# ACCEPTED: written, not seen by the engine yet. OPEN: resting in the matcher's book
+# (`filled_qty` > 0 once part of it traded); SimFill never leaves an order resting.
+ACCEPTED, OPEN = "ACCEPTED", "OPEN"
+OPEN_STATUSES = (ACCEPTED, OPEN)
 FINAL_STATUSES = ("FILLED", "CANCELLED")
 STATUSES = OPEN_STATUSES + FINAL_STATUSES
 
@@ -50,6 +53,9 @@ class Order:
     cancel_requested: bool = False
     history: tuple[StatusChange, ...] = ()
     updated_ms: int = 0
+    # The trades this order made as the resting (maker) side in the matcher's book: their
+    # ids derive from the taker, so the maker's item keeps them.
+    maker_trades: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:

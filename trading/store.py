@@ -909,6 +909,40 @@ class SequenceStore:
             }
         }
 
+    # The matcher's lease: one task at a time applies a region's books. Taking it moves the
+    # epoch on; every write of a book's execution checks it in the same transaction, so a
+    # task that lost the lease (stopped, partitioned, still unwinding) writes nothing more.
+
+    def take_lease(self, name: str, owner: str, ts_ms: int) -> int:
+        """Take the lease `name` from whoever holds it; the new epoch."""
+        response = aws.client("dynamodb", self.region).update_item(
+            TableName=self.table,
+            Key=to_attrs({"pk": f"LEASE#{name}"}),
+            UpdateExpression="ADD epoch :one SET #o = :o, takenAt = :t",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues=to_attrs({":one": 1, ":o": owner, ":t": ts_ms}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(from_attrs(response["Attributes"])["epoch"])
+
+    def lease(self, name: str) -> tuple[int, str]:
+        """(epoch, owner) of the lease (0, "" before anyone took it)."""
+        response = aws.client("dynamodb", self.region).get_item(
+            TableName=self.table, Key=to_attrs({"pk": f"LEASE#{name}"}), ConsistentRead=True
+        )
+        item = from_attrs(response["Item"]) if "Item" in response else {}
+        return int(item.get("epoch", 0)), str(item.get("owner", ""))
+
+    def lease_check(self, name: str, epoch: int) -> dict[str, Any]:
+        """The TransactWriteItems ConditionCheck that the lease is still at `epoch`."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": to_attrs({"pk": f"LEASE#{name}"}),
+                "ConditionExpression": "epoch = :e",
+                "ExpressionAttributeValues": to_attrs({":e": epoch}),
+            }
+        }
 
     # The matcher's book snapshots live here as well (regional, like the book itself):
     # `SNAP#<symbol>` holds the latest one (the book's state, zlib-compressed JSON); a
@@ -979,42 +1013,6 @@ def snapshot_pk(symbol: str) -> str:
 
 def snapshot_part_pk(symbol: str, seq: int, n: int) -> str:
     return f"SNAP#{symbol}#{seq}#{n}"
-
-
-    # The matcher's lease: one task at a time applies a region's books. Taking it moves the
-    # epoch on; every write of a book's execution checks it in the same transaction, so a
-    # task that lost the lease (stopped, partitioned, still unwinding) writes nothing more.
-
-    def take_lease(self, name: str, owner: str, ts_ms: int) -> int:
-        """Take the lease `name` from whoever holds it; the new epoch."""
-        response = aws.client("dynamodb", self.region).update_item(
-            TableName=self.table,
-            Key=to_attrs({"pk": f"LEASE#{name}"}),
-            UpdateExpression="ADD epoch :one SET #o = :o, takenAt = :t",
-            ExpressionAttributeNames={"#o": "owner"},
-            ExpressionAttributeValues=to_attrs({":one": 1, ":o": owner, ":t": ts_ms}),
-            ReturnValues="UPDATED_NEW",
-        )
-        return int(from_attrs(response["Attributes"])["epoch"])
-
-    def lease(self, name: str) -> tuple[int, str]:
-        """(epoch, owner) of the lease (0, "" before anyone took it)."""
-        response = aws.client("dynamodb", self.region).get_item(
-            TableName=self.table, Key=to_attrs({"pk": f"LEASE#{name}"}), ConsistentRead=True
-        )
-        item = from_attrs(response["Item"]) if "Item" in response else {}
-        return int(item.get("epoch", 0)), str(item.get("owner", ""))
-
-    def lease_check(self, name: str, epoch: int) -> dict[str, Any]:
-        """The TransactWriteItems ConditionCheck that the lease is still at `epoch`."""
-        return {
-            "ConditionCheck": {
-                "TableName": self.table,
-                "Key": to_attrs({"pk": f"LEASE#{name}"}),
-                "ConditionExpression": "epoch = :e",
-                "ExpressionAttributeValues": to_attrs({":e": epoch}),
-            }
-        }
 
 
 @dataclass(frozen=True)
