@@ -10,6 +10,8 @@ Sections (DESIGN.md, "Measured constraints"; issue "Measurement"):
   5. reconcile: 10k and 20k divergent trades, pure core and worker
   6. browser: the tape at 200 trades/s in chromium, long tasks and frames
   7. cold import: the SimFill Lambda handler vs django.setup()
+  8. matcher: the order book's orders/s on a seeded stream vs a dict-of-deques floor, memory per
+     resting order, snapshot rebuild (bench/matcher.py)
 
     .venv/bin/python -m bench.run [--smoke] [--out DIR] [--only 1,2,...]
 
@@ -58,6 +60,10 @@ REQUIRED = (
     "browser_long_tasks",
     "simfill_import_s",
     "django_setup_s",
+    "matcher_orders_per_s",
+    "matcher_over_floor",
+    "matcher_bytes_per_resting_order",
+    "matcher_snapshot_rebuild_s",
 )
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -90,6 +96,8 @@ class Sizes:
     settle_s: float = 20.0
     banner_timeout_s: float = 5.0
     idle_s: float = 3.0
+    matcher_orders: int = 1_000_000
+    matcher_resting: int = 100_000
 
 
 SMOKE = Sizes(
@@ -111,6 +119,8 @@ SMOKE = Sizes(
     settle_s=8.0,
     banner_timeout_s=3.0,
     idle_s=0.5,
+    matcher_orders=20_000,
+    matcher_resting=5_000,
 )
 
 
@@ -1288,12 +1298,14 @@ SECTIONS = {
     "5": "Reconcile",
     "6": "Browser",
     "7": "Cold import",
+    "8": "Matcher",
 }
 TABLE_HEADS = {
     "1": "| threads | system | floor orders/s | system orders/s | ratio | floor p50 / p99 ms | system p50 / p99 ms | p99 ratio | samples each |\n|---|---|---|---|---|---|---|---|---|",
     "2": "| rate | floor p50 / p99 ms (n) | system p50 / p99 ms (n) | p99 ratio |\n|---|---|---|---|",
     "3": "| run | connected | frames/s | events/s delivered | p50 / p99 ms | lost | resync frames |\n|---|---|---|---|---|---|---|",
     "5": "| divergent trades | floor ms | pure core ms | worker ms | worker CPU ms | repeats |\n|---|---|---|---|---|---|",
+    "8": "| run | commands | CPU s | of which GC s | orders/s (CPU) | orders/s (wall) | fills | resting at end | ratio to floor |\n|---|---|---|---|---|---|---|---|---|",
 }
 
 
@@ -1441,6 +1453,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         attempt("7", lambda: section_imports(res, sizes))
         attempt("5", lambda: section_reconcile(res, sizes))
+        if "8" in only:
+            from bench.matcher import section_matcher
+
+            attempt("8", lambda: section_matcher(res, sizes, chart))
         attempt("0", lambda: section_moto(res, sizes, moto.url))
         if server is not None:
             with running(server):

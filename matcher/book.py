@@ -102,6 +102,18 @@ class _Quantities(dict[int, Decimal]):
         return qty
 
 
+class _Texts(dict[int, str]):
+    """Lots to their Decimal text, for a snapshot: made once per distinct count."""
+
+    def __init__(self, quantities: _Quantities) -> None:
+        super().__init__()
+        self.quantities = quantities
+
+    def __missing__(self, lots: int) -> str:
+        text = self[lots] = str(self.quantities[lots])
+        return text
+
+
 _new = tuple.__new__
 
 
@@ -166,6 +178,15 @@ class Book:
             is_buy = False
         else:
             raise ValueError(f"side must be BUY or SELL, not {side!r}")
+        per_tick, per_lot = self._per_tick, self._per_lot
+        if per_tick is not None and per_lot is not None:  # the usual grid, inline: ticks() and lots() cost a call each
+            try:
+                ticks, tick_denominator = (price * per_tick).as_integer_ratio()
+                lots, lot_denominator = (qty * per_lot).as_integer_ratio()
+            except (ArithmeticError, ValueError):
+                tick_denominator = 0
+            if tick_denominator == 1 == lot_denominator and ticks > 0 and lots > 0:
+                return self.place_lots(seq, order_id, client, is_buy, ticks, lots)
         return self.place_lots(seq, order_id, client, is_buy, self.ticks(price), self.lots(qty))
 
     # --- the core: integers --------------------------------------------------------------
@@ -374,26 +395,26 @@ class Book:
 
     # --- snapshot ------------------------------------------------------------------------
 
-    def _side_data(self, side: dict[int, _Level]) -> list[list[Any]]:
-        lot = self.lot
+    def _side_data(self, side: dict[int, _Level], texts: _Texts) -> list[list[Any]]:
         data: list[list[Any]] = []
         for key in sorted(k for k, lv in side.items() if lv.count):
             level = side[key]
-            orders = [[o.order_id, o.client, str(o.lots * lot), str(o.left * lot), o.seq] for o in level.queue if o.left]
+            orders = [[o.order_id, o.client, texts[o.lots], texts[o.left], o.seq] for o in level.queue if o.left]
             data.append([str(level.price), orders])
         return data
 
     def snapshot(self) -> dict[str, Any]:
         """The book as plain JSON-able data: each side best price first, each price's
         orders in time priority as [order_id, client, qty, left, seq], Decimal strings."""
+        texts = _Texts(self._qty)
         return {
             "format": SNAPSHOT_FORMAT,
             "symbol": self.symbol,
             "tick": str(self.tick),
             "lot": str(self.lot),
             "last_seq": self.last_seq,
-            "bids": self._side_data(self._bids),
-            "asks": self._side_data(self._asks),
+            "bids": self._side_data(self._bids, texts),
+            "asks": self._side_data(self._asks, texts),
             "early_cancels": [[seq, self._early_cancels[seq]] for seq in sorted(self._early_cancels)],
         }
 
@@ -404,6 +425,7 @@ class Book:
         book = cls(str(snapshot["symbol"]), Decimal(snapshot["tick"]), Decimal(snapshot["lot"]))
         book.last_seq = int(snapshot["last_seq"])
         resting = book._resting
+        lots_of: dict[str, int] = {}  # the few distinct quantity texts, parsed once each
         for name, sign in (("bids", -1), ("asks", 1)):
             levels = book._bids if sign < 0 else book._asks
             heap = book._bid_heap if sign < 0 else book._ask_heap
@@ -416,7 +438,13 @@ class Book:
                 queue = level.queue
                 total = 0
                 for order_id, client, qty, left, seq in orders:
-                    order = _Resting(order_id, client, key, book.lots(Decimal(qty)), book.lots(Decimal(left)), int(seq))
+                    qty_lots = lots_of.get(qty)
+                    if qty_lots is None:
+                        qty_lots = lots_of[qty] = book.lots(Decimal(qty))
+                    left_lots = lots_of.get(left)
+                    if left_lots is None:
+                        left_lots = lots_of[left] = book.lots(Decimal(left))
+                    order = _Resting(order_id, client, key, qty_lots, left_lots, int(seq))
                     if order.left > order.lots or order_id in resting:
                         raise ValueError(f"order {order_id} is not a valid resting order in the snapshot")
                     queue.append(order)
