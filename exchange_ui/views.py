@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -16,7 +17,7 @@ from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, submit_order
 from trading.api import ORDER_RATE, grid_text, market_steps, mirror_order_json, mirror_trade_json
 from trading.domain import ValidationErrors
-from trading.fragments import down_regions, with_region_state
+from trading.fragments import LADDER_LEVELS, down_regions, ladder_context, with_region_state
 from trading.limits import PositionLimitExceeded
 
 ORDERS_SHOWN = 40
@@ -41,11 +42,34 @@ def live_context(request: HttpRequest) -> dict[str, Any]:
     for order in orders:
         order["rerouted"] = rerouted.get(order["order_id"], "")
     return {
+        **book_context(runtime),
         "orders": [with_region_state(order, down) for order in orders],
         "trades": [mirror_trade_json(t) for t in models.Trade.objects.order_by("-ts_ms", "-trade_id")[:TAPE_SHOWN]],
         "regions": regions,
         "m": runtime.last_metrics or runtime.metrics(),
     }
+
+
+def book_context(runtime: Any) -> dict[str, Any]:
+    """The depth ladders: one per market and region (the page shows one at a time, the first
+    market's home region first), read from the snapshots; none under SimFill."""
+    config = runtime.config
+    first = config.markets[0]
+    context: dict[str, Any] = {
+        "book_engine": config.engine == "matcher",
+        "book_default": {"region": first.home_region, "symbol": first.symbol},
+        "books": [],
+    }
+    if not context["book_engine"]:
+        return context
+    for market in config.markets:
+        for region in config.regions:
+            try:
+                book = runtime.book(market.symbol, region, LADDER_LEVELS)
+            except (BotoCoreError, ClientError, RuntimeError, OSError) as error:
+                book = {"symbol": market.symbol, "region": region, "unavailable": True, "stale": True, "stale_reason": str(error)[:120] or "no snapshot readable"}
+            context["books"].append(ladder_context(book))
+    return context
 
 
 def form_context(values: dict[str, Any] | None = None, errors: dict[str, list[str]] | None = None, notice: str = "") -> dict[str, Any]:

@@ -198,6 +198,13 @@ def book_redis_client(redis_url: str | None) -> Any:
     return connect(book_redis_url(redis_url))
 
 
+def use_embedded(server: EmbeddedRedis | None) -> None:
+    """Make `server` this process's embedded server (tests start one per session)."""
+    global _embedded
+    with _lock:
+        _embedded = server
+
+
 def stop_embedded() -> None:
     """Stop this process's embedded server (tests; atexit does it otherwise)."""
     global _embedded

@@ -585,10 +585,13 @@ class AzWorker:
             if state is None:
                 continue
             depth = self.engine.depth(symbol, BOOK_LEVELS)
-            if self.snapshots is not None:
-                self.snapshots.publish(self.stores.region, symbol, depth, state, ts_ms)
             region = self.stores.region
-            events.publish_depth(region, {**depth.as_data(), "region": region, "ts": ts_ms, "source": self.engine.name, "stale": False})
+            if self.snapshots is not None:
+                # The snapshots send the book.depth event: what Redis took, or, while it is
+                # away, its last copy marked stale (the display reads the snapshot).
+                self.snapshots.publish(region, symbol, depth, state, ts_ms)
+            else:
+                events.publish_depth(region, {**depth.as_data(), "region": region, "ts": ts_ms, "source": self.engine.name, "stale": False})
 
     def process(self, messages: list[Message]) -> int:
         """Apply a batch in order; stop at the first failure so FIFO order holds."""

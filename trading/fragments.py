@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -44,6 +45,8 @@ def coalesce(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
             trades.append(event)
         elif kind in (ev.METRICS, ev.REGION_HEALTH, ev.BACKPRESSURE):
             latest[(kind, event["region"])] = event
+        elif kind == ev.BOOK_DEPTH:
+            latest[(kind, f"{event['region']} {event['data'].get('symbol', '')}")] = event
         elif kind == ev.EXPERIMENT_STATE:
             # The newest state of each experiment wins; the last one carries the newest faults.
             experiments.pop(event["data"].get("id", ""), None)
@@ -129,6 +132,97 @@ class QueuedOrders:
         ]
 
 
+# The ladder's fixed shape: this many asks over this many bids, whatever the book holds, so
+# nothing on the page moves when a level appears or empties.
+LADDER_LEVELS = 8
+
+
+def ladder_id(region: str, symbol: str) -> str:
+    return f"book-{region}-{symbol}"
+
+
+def _decimal(text: Any) -> Decimal | None:
+    try:
+        return Decimal(str(text))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def ladder_context(book: dict[str, Any], frozen: bool | None = None, levels: int = LADDER_LEVELS) -> dict[str, Any]:
+    """A book (GET /api/book's shape, or a book.depth event's data) as the ladder draws it:
+    `levels` ask rows over `levels` bid rows (blank rows where the book has no level), the
+    best prices meeting at the spread, each row's bar its share of the largest level shown.
+    `frozen` overrides the book's own flag (the socket knows which regions are down)."""
+    asks = list(book.get("asks") or [])[:levels]
+    bids = list(book.get("bids") or [])[:levels]
+    quantities = [q for q in (_decimal(row.get("qty")) for row in asks + bids) if q is not None]
+    largest = max(quantities, default=Decimal(0))
+
+    def rows(side: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        made = []
+        for row in side:
+            qty = _decimal(row.get("qty")) or Decimal(0)
+            share = int(qty * 100 / largest) if largest > 0 else 0
+            made.append({**row, "bar": max(share, 1) if qty > 0 else 0})
+        return made
+
+    def total(side: list[dict[str, Any]]) -> str:
+        found = [q for q in (_decimal(row.get("qty")) for row in side) if q is not None]
+        return format(sum(found, Decimal(0)), "f") if found else "0"
+
+    best_ask = _decimal(asks[0]["price"]) if asks else None
+    best_bid = _decimal(bids[0]["price"]) if bids else None
+    spread = format(best_ask - best_bid, "f") if best_ask is not None and best_bid is not None else None
+    return {
+        "id": ladder_id(str(book.get("region", "")), str(book.get("symbol", ""))),
+        "symbol": book.get("symbol", ""),
+        "region": book.get("region", ""),
+        "seq": book.get("seq") or 0,
+        "ts": book.get("ts") or 0,
+        "stale": bool(book.get("stale")),
+        "stale_reason": book.get("stale_reason", ""),
+        "frozen": bool(book.get("frozen")) if frozen is None else frozen,
+        "unavailable": bool(book.get("unavailable")),
+        "source": book.get("source", ""),
+        # Asks drawn highest first, so the best ask sits on the spread; blank rows above them.
+        "asks": [None] * (levels - len(asks)) + list(reversed(rows(asks))),
+        "bids": rows(bids) + [None] * (levels - len(bids)),
+        "spread": spread,
+        "bid_total": total(bids),
+        "ask_total": total(asks),
+        "empty": not asks and not bids,
+    }
+
+
+class BookLadders:
+    """One socket's view of the books it has drawn and of the regions that are down.
+
+    A region going down publishes no book.depth (its matcher is stopped), so nothing would
+    dim its ladders: when a region goes down or comes back, follow() hands back the last
+    book.depth this socket drew for each of that region's books, to draw again."""
+
+    def __init__(self) -> None:
+        self.down: frozenset[str] = frozenset()
+        self._drawn: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def follow(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        drawn: set[tuple[str, str]] = set()
+        health: list[dict[str, Any]] = []
+        for event in batch:
+            if event["type"] == ev.BOOK_DEPTH:
+                key = (event["region"], str(event["data"].get("symbol", "")))
+                self._drawn[key] = event
+                drawn.add(key)
+            elif event["type"] == ev.REGION_HEALTH:
+                health.append(event["data"])
+        if not health:
+            return []
+        reported = {h["region"] for h in health}
+        was, self.down = self.down, (self.down - reported) | down_regions(health)
+        changed = was ^ self.down
+        return [event for key, event in self._drawn.items() if key[0] in changed and key not in drawn]
+
+
 def render_dashboard_frame(
     batch: list[dict[str, Any]], seq: int, resync: bool, staff: bool = False, down: Collection[str] = ()
 ) -> str:
@@ -145,6 +239,9 @@ def render_dashboard_frame(
             parts.append(render_to_string("trading/fragments.html#region-card", {"r": event["data"], "oob": True}))
         elif kind == ev.METRICS:
             parts.append(render_to_string("trading/fragments.html#metrics", {"m": event["data"], "oob": True}))
+        elif kind == ev.BOOK_DEPTH:
+            book = ladder_context(event["data"], frozen=event["region"] in down)
+            parts.append(render_to_string("trading/fragments.html#book-ladder", {"b": book, "oob": True}))
         elif kind in RECONCILE_TYPES:
             parts.append(render_reconcile_event(event, staff))
     # Counts and totals are sums over the records: the pages re-fetch them (at most once per
