@@ -17,7 +17,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
-from simfill.placement import stand_in_hosts, stand_in_name
+from matcher.engines import engine_for
+from simfill.placement import matcher_role, stand_in_hosts, stand_in_name
 from simfill.worker import AzWorker
 from trading import aws, events
 from trading.actions import AcceptedRelay, Exchange, sweep_outbox
@@ -45,6 +46,9 @@ FLASH_WINDOW_S = 10.0
 FULL_SWEEP_EVERY_S = 300.0
 API_PROBE_EVERY_S = 2.0
 FULL_SWEEP_AGE_S = 30.0
+# An ElastiCache failover promotes a replica within seconds; the embedded snapshot Redis is
+# back (empty) this long after the experiment cuts its power.
+BOOK_REDIS_FAILOVER_S = 3.0
 
 
 @dataclass
@@ -158,10 +162,19 @@ class Runtime:
     def redis_failover(self, region: str, az: str) -> None:
         """ElastiCache AZ power interrupt, locally: every live connection drops.
 
-        With REDIS_URL the real Redis kills its clients (the channel layer reconnects);
-        either way every open socket is closed with 4012 (service restart), and the
-        browsers reconnect and resynchronise from the store.
+        With REDIS_URL the real Redis kills its clients (the channel layer and the book
+        snapshots reconnect). Without it, the embedded snapshot Redis this process started
+        loses power (killed, its data with it) and a fresh node answers on the same address
+        BOOK_REDIS_FAILOVER_S later, as a promoted replica would: the books show "book
+        snapshot stale" until the matcher's snapshots republish them. Either way every open
+        socket is closed with 4012 (service restart), and the browsers reconnect and
+        resynchronise from the store.
         """
+        from matcher import book_redis
+
+        server = book_redis.embedded()
+        if not self.config.redis_url and server is not None:
+            threading.Thread(target=server.restart, args=(BOOK_REDIS_FAILOVER_S,), name="book-redis-failover", daemon=True).start()
         if self.config.redis_url:
             import redis
 
@@ -202,19 +215,30 @@ class Runtime:
         found = self.book_snapshots().depth(region, symbol, levels)
         return {**found, "frozen": frozen} if found is not None else empty
 
-    def _make_worker(self, region: str, az: str) -> AzWorker:
+    def _make_worker(self, region: str, az: str, stand_in_for: str = "") -> AzWorker:
+        """The task of `az` (or the one standing in for `stand_in_for` there), with an
+        engine of its own. Under the matcher, the region's first AZ's task (or its stand-in)
+        is the active one, the others standbys (simfill.placement.matcher_role)."""
+
         def grid(symbol: str) -> tuple[Decimal, Decimal]:
             market = self.config.market(symbol)
             if market is None:
                 raise KeyError(symbol)
             return market.tick, market.lot
 
+        engine = engine_for(self.config.engine)
+        name = stand_in_name(stand_in_for, az, engine.name) if stand_in_for else f"{engine.name}-{az}"
         return AzWorker(
             self.exchange.stores[region],
             self.exchange.queues[region],
             az,
             grid,
             wait_s=2,
+            engine=engine,
+            symbols=self.config.market_symbols,
+            snapshots=self.book_snapshots() if engine.stateful else None,
+            standby=engine.stateful and matcher_role(self.config.azs(region), az, stand_in_for) == "standby",
+            name=name,
         )
 
     def region_of(self, az: str) -> str:
@@ -330,12 +354,12 @@ class Runtime:
             for lost, host in wanted.items():
                 if lost in self.stand_ins or self.stop_event.is_set():
                     continue
-                stand_in = self._make_worker(self.region_of(lost), host)
+                stand_in = self._make_worker(self.region_of(lost), host, stand_in_for=lost)
                 host_worker = self.workers.get(host)
                 stand_in.cpu_stress_percent = host_worker.cpu_stress_percent if host_worker is not None else 0
                 self.stand_ins[lost] = stand_in
                 stand_in.start()
-                log.info("AZ %s is down: its SimFill task runs in %s until it is back", lost, host)
+                log.info("AZ %s is down: its %s task runs in %s until it is back", lost, stand_in.engine.name, host)
 
     def stand_in_views(self) -> list[dict[str, Any]]:
         """The stand-in tasks as the region cards show them, under the AZ that hosts them."""
@@ -346,7 +370,7 @@ class Runtime:
             if host_worker is not None:
                 worker.cpu_stress_percent = host_worker.cpu_stress_percent
             views.append(
-                {"lost": lost, "host": worker.az, "name": stand_in_name(lost, worker.az), "alive": worker.alive, "applied": worker.applied_count}
+                {"lost": lost, "host": worker.az, "name": worker.name, "alive": worker.alive, "applied": worker.applied_count}
             )
         return views
 
@@ -592,7 +616,7 @@ class Runtime:
                         "az": az,
                         "up": self.exchange.az_up(az),
                         "workers": [
-                            {"name": f"simfill-{az}", "alive": alive, "applied": worker.applied_count if worker else 0},
+                            {"name": getattr(worker, "name", f"simfill-{az}"), "alive": alive, "applied": worker.applied_count if worker else 0},
                             *(
                                 {"name": s["name"], "alive": s["alive"], "applied": s["applied"], "stand_in_for": s["lost"]}
                                 for s in stand_ins

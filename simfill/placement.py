@@ -25,5 +25,11 @@ def stand_in_hosts(azs: Sequence[str], down: Collection[str]) -> dict[str, str]:
     return {az: survivors[i % len(survivors)] for i, az in enumerate(lost)}
 
 
-def stand_in_name(lost: str, host: str) -> str:
-    return f"simfill-{host}-for-{lost}"
+def stand_in_name(lost: str, host: str, engine: str = "simfill") -> str:
+    return f"{engine}-{host}-for-{lost}"
+
+
+def matcher_role(azs: Sequence[str], az: str, stand_in_for: str = "") -> str:
+    """A stateful engine's task (the matcher) in a region: the first AZ's task, or the task
+    standing in for it, is "active" (it owns the region's books); the others "standby"."""
+    return "active" if azs and (stand_in_for or az) == azs[0] else "standby"

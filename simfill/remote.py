@@ -107,9 +107,10 @@ class _ProcessHandle:
 class RemoteAzWorker:
     """Stands in for simfill.worker.AzWorker in the daphne process; the real one is a process."""
 
-    def __init__(self, control: WorkerControl, az: str):
+    def __init__(self, control: WorkerControl, az: str, engine: str = "simfill"):
         self.control = control
         self.az = az
+        self.name = f"{engine}-{az}"
         self.thread = _ProcessHandle(control, az)
         self.applied_count = 0
         self.last_error = ""
@@ -142,7 +143,7 @@ def attach_remote_workers(runtime: Any, directory: Path) -> WorkerControl:
     """Point the runtime's AZ workers (and the fault plane through it) at the supervisor."""
     control = WorkerControl(directory)
     for az in list(runtime.workers):
-        runtime.workers[az] = RemoteAzWorker(control, az)
+        runtime.workers[az] = RemoteAzWorker(control, az, runtime.config.engine)
     # An AZ coming back is the supervisor's job, not a fresh thread in this process.
     runtime.start_az = lambda az: control.want(az, up=True)
     runtime.stop_az = lambda az: control.want(az, up=False)

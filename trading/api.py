@@ -248,7 +248,10 @@ def get_order(request: HttpRequest, order_id: str) -> HttpResponse:
         return error(404, "not_found", "no such order")
     ex = get_exchange()
     try:
-        fills = ex.stores[order.region].trades.for_order(order.order_id, order.region)
+        trades = ex.stores[order.region].trades
+        fills = trades.for_order(order.order_id, order.region)
+        if order.maker_trades:  # its fills as the resting side of the matcher's book
+            fills += sorted(trades.get_many(list(order.maker_trades)), key=lambda t: (t.ts_ms, t.trade_id))
         body = order_json(order, fills)
         if len(ex.config.regions) > 1:
             from reconcile_panel.orders import order_reconciliation

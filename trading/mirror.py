@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.db import close_old_connections, transaction
 
 from trading import models
-from trading.domain import Order, Trade
+from trading.domain import FINAL_STATUSES, Order, Trade
 from trading.store import order_from_item, order_to_item, trade_from_item, trade_to_item
 from trading.streams import ChangeRecord
 
@@ -48,11 +48,11 @@ TRADE_FIELDS = (
 def supersedes(current: tuple[int, str] | None, candidate: Order) -> bool:
     """Does `candidate` replace an order the mirror holds as (updated_ms, status)?
 
-    Never backwards: not an older image, and not ACCEPTED over a final status."""
+    Never backwards: not an older image, and not an open status (ACCEPTED, OPEN) over a final one."""
     if current is None:
         return True
     updated_ms, status = current
-    return not (updated_ms > candidate.updated_ms or (status != "ACCEPTED" and candidate.status == "ACCEPTED"))
+    return not (updated_ms > candidate.updated_ms or (status in FINAL_STATUSES and candidate.status not in FINAL_STATUSES))
 
 
 def newest_orders(images: list[Order], held: dict[str, tuple[int, str]]) -> dict[str, Order]:
@@ -239,7 +239,7 @@ def is_stale(held: tuple[int, str] | None, updated_ms: int, status: str) -> bool
     """Does the table's (updated_ms, status) of an order say the mirror's copy is missing or behind?"""
     if held is None:
         return True
-    return held != (updated_ms, status) and not (held[0] > updated_ms or (held[1] != "ACCEPTED" and status == "ACCEPTED"))
+    return held != (updated_ms, status) and not (held[0] > updated_ms or (held[1] in FINAL_STATUSES and status not in FINAL_STATUSES))
 
 
 class MirrorFeed:

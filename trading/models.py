@@ -13,7 +13,7 @@ from django.db import models
 
 
 class Order(models.Model):
-    STATUS_CHOICES = [("ACCEPTED", "Accepted"), ("FILLED", "Filled"), ("CANCELLED", "Cancelled")]
+    STATUS_CHOICES = [("ACCEPTED", "Accepted"), ("OPEN", "Resting"), ("FILLED", "Filled"), ("CANCELLED", "Cancelled")]
     SIDE_CHOICES = [("BUY", "Buy"), ("SELL", "Sell")]
 
     order_id = models.CharField(max_length=40, primary_key=True)

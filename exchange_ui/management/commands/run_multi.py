@@ -87,8 +87,10 @@ class Supervisor:
     workers: dict[str, Child] = field(default_factory=dict)
     # {lost AZ: the process running its task in a surviving AZ}.
     stand_ins: dict[str, Child] = field(default_factory=dict)
-    # The argv of a worker process for (region, AZ): how stand-ins are made.
+    # The argv of a worker process for (region, AZ, the lost AZ it stands in for or ""):
+    # how stand-ins are made.
     worker_argv: Any = None
+    engine: str = "simfill"
     env: dict[str, str] = field(default_factory=dict)
     others: list[Child] = field(default_factory=list)
     stopping: bool = False
@@ -148,8 +150,8 @@ class Supervisor:
             stand_in = self.stand_ins.get(lost)
             if stand_in is None:
                 region = self.workers[lost].region
-                name = stand_in_name(lost, host)
-                stand_in = Child(name, self.worker_argv(region, host), self.env, self.control_dir / f"{name}.log", region=region, az=host)
+                name = stand_in_name(lost, host, self.engine)
+                stand_in = Child(name, self.worker_argv(region, host, lost), self.env, self.control_dir / f"{name}.log", region=region, az=host)
                 self.stand_ins[lost] = stand_in
             if not stand_in.alive and time.monotonic() - stand_in.last_start >= RESTART_BACKOFF_S:
                 if stand_in.process is not None:
@@ -252,15 +254,22 @@ class Command(BaseCommand):
             )
             daphne.start()
             supervisor.others.append(daphne)
-            def worker_argv(region: str, az: str) -> list[str]:
-                return manage + ["simfill_worker", "--region", region, "--az", az, "--control", str(run_dir)]
+            # Under the matcher each AZ runs a matcher task: the region's first AZ's is the
+            # active one (or its stand-in while that AZ is down), the others stand by.
+            engine = config.engine
+            command = "matcher_worker" if engine == "matcher" else "simfill_worker"
 
-            supervisor.worker_argv, supervisor.env = worker_argv, env
+            def worker_argv(region: str, az: str, stand_in_for: str = "") -> list[str]:
+                argv = manage + [command, "--region", region, "--az", az, "--control", str(run_dir)]
+                return argv + (["--stand-in-for", stand_in_for] if stand_in_for else [])
+
+            supervisor.worker_argv, supervisor.env, supervisor.engine = worker_argv, env, engine
             for region in config.regions:
                 for az in config.azs(region):
-                    supervisor.workers[az] = Child(f"simfill-{az}", worker_argv(region, az), env, run_dir / f"simfill-{az}.log", region=region, az=az)
+                    supervisor.workers[az] = Child(f"{engine}-{az}", worker_argv(region, az), env, run_dir / f"{engine}-{az}.log", region=region, az=az)
             supervisor.reconcile_workers()
-            self.say(f"SimFill workers: {', '.join(f'{az} (pid {c.pid})' for az, c in supervisor.workers.items())}")
+            label = "Matcher tasks" if engine == "matcher" else "SimFill workers"
+            self.say(f"{label}: {', '.join(f'{az} (pid {c.pid})' for az, c in supervisor.workers.items())}")
 
             url = f"http://{options['host']}:{options['port']}/"
             announced = False
