@@ -1,0 +1,135 @@
+"""The fill worker with the matching engine, message by message (real moto, no threads):
+seq order kept when the queue reorders, replays that change nothing, the lease fence,
+and position counters on both sides of a trade."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from matcher.engines import MatchingEngine
+from simfill.worker import REASON_LATE, AzWorker, apply_message
+from tests.conftest import make_config, order_payload, wait_for
+from trading.actions import Exchange, submit_order
+from trading.config import ExchangeConfig
+from trading.domain import Order
+from trading.queue import Message
+from trading.store import OrderStore
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def config() -> ExchangeConfig:
+    # No snapshots here: the worker runs without them (rebuilds from the store alone).
+    return make_config(engine="matcher", position_limits={"ETH-USD": Decimal("100")})
+
+
+def grid(config: Any) -> Any:
+    return lambda symbol: (config.market(symbol).tick, config.market(symbol).lot)
+
+
+def matcher(exchange: Exchange, az: str = "us-east-1a") -> AzWorker:
+    worker = AzWorker(
+        exchange.stores[REGION], exchange.queues[REGION], az, grid(exchange.config), wait_s=1,
+        engine=MatchingEngine(), symbols=exchange.config.market_symbols,
+    )
+    worker.prepare()
+    return worker
+
+
+def submit(exchange: Exchange, client: str, side: str, qty: str, price: str, key: str, symbol: str = "BTC-USD") -> Order:
+    order, created = submit_order(exchange, client, order_payload(symbol=symbol, side=side, qty=qty, price=price), key)
+    assert created
+    return order
+
+
+def stored(exchange: Exchange, order: Order) -> Order:
+    found = exchange.stores[REGION].orders.get(order.order_id)
+    assert found is not None
+    return found
+
+
+def messages(exchange: Exchange, count: int) -> dict[str, Message]:
+    got: dict[str, Message] = {}
+    wait_for(lambda: got.update({m.body["order_id"]: m for m in exchange.queues[REGION].receive(max_messages=10, wait_s=1)}) or len(got) >= count)
+    return got
+
+
+def test_it_applies_a_market_in_seq_order_when_the_queue_brings_a_later_order_first(exchange: Exchange) -> None:
+    worker = matcher(exchange)
+    bid = submit(exchange, "alice", "BUY", "0.5000", "50000.00", "q1")
+    ask = submit(exchange, "bob", "SELL", "0.5000", "50000.00", "q2")
+    assert (bid.seq, ask.seq) == (1, 2)
+    got = messages(exchange, 2)
+    # The sell's message first (two sends of one commit race each other): the bid it
+    # must meet is read from the store and applied before it.
+    assert worker.process([got[ask.order_id]]) == 1
+    assert stored(exchange, bid).status == stored(exchange, ask).status == "FILLED"
+    (trade,) = exchange.stores[REGION].trades.for_order(ask.order_id, REGION)
+    assert (trade.buy_order, trade.sell_order, trade.price) == (bid.order_id, ask.order_id, Decimal("50000.00"))
+    # The bid's own message, later, finds it applied.
+    assert worker.process([got[bid.order_id]]) == 1
+    assert [h.status for h in stored(exchange, bid).history] == ["ACCEPTED", "OPEN", "FILLED"]
+    assert exchange.stores[REGION].trades.for_order(bid.order_id, REGION) == []  # the trade is the taker's
+
+
+def test_a_replayed_execution_changes_no_resting_order_again(exchange: Exchange) -> None:
+    worker = matcher(exchange)
+    maker = submit(exchange, "alice", "BUY", "1.0000", "50000.00", "r1")
+    worker.process(list(messages(exchange, 1).values()))
+    taker = submit(exchange, "bob", "SELL", "0.3000", "50000.00", "r2")
+    (message,) = messages(exchange, 1).values()
+    stale = stored(exchange, taker)  # as a batch read it, before the write
+    worker.process([message])
+    once = stored(exchange, maker)
+    assert (once.status, once.filled_qty, len(once.maker_trades)) == ("OPEN", Decimal("0.3000"), 1)
+    # The same message applied again from the stale copy (a redelivery after a crash
+    # between the write and the delete): the engine hands back the same fills, and every
+    # write is refused by the state it was computed from.
+    again = apply_message(exchange.stores[REGION], message.body, "us-east-1a", time.time, grid(exchange.config), loaded=stale, engine=worker.engine, task=worker.task)
+    assert again.action == "skipped" and again.touched == ()
+    assert stored(exchange, maker) == once
+    assert len(exchange.stores[REGION].trades.for_order(taker.order_id, REGION)) == 1
+
+
+def test_a_task_whose_lease_was_taken_writes_nothing_and_stands_by(exchange: Exchange) -> None:
+    first = matcher(exchange, "us-east-1a")
+    second = matcher(exchange, "us-east-1b")  # took the lease: the first is fenced off
+    order = submit(exchange, "alice", "BUY", "0.5000", "50000.00", "l1")
+    first.start()
+    wait_for(lambda: first.standby, message="the fenced task standing by")
+    first.stop()
+    assert stored(exchange, order).status == "ACCEPTED"  # its write was refused whole
+    assert "lease" in first.last_error
+    wait_for(lambda: second.poll_once() >= 1, 15, message="the lease holder applying the message")
+    assert stored(exchange, order).status == "OPEN"
+
+
+def test_an_order_that_reaches_the_book_after_later_ones_is_cancelled_not_lost(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = matcher(exchange)
+    early = submit(exchange, "alice", "BUY", "0.5000", "49000.00", "o1")
+    later = submit(exchange, "bob", "BUY", "0.5000", "49000.00", "o2")
+    got = messages(exchange, 2)
+    # The earlier order's row was not readable when the later one came (a number taken
+    # before its write landed): the later one is applied alone.
+    monkeypatch.setattr(OrderStore, "in_market", lambda *args, **kwargs: iter(()))
+    worker.process([got[later.order_id]])
+    worker.process([got[early.order_id]])
+    done = stored(exchange, early)
+    assert (done.status, done.history[-1].note) == ("CANCELLED", REASON_LATE)
+    assert stored(exchange, later).status == "OPEN"
+
+
+def test_a_trade_moves_both_accounts_positions(exchange: Exchange) -> None:
+    worker = matcher(exchange)
+    submit(exchange, "alice", "SELL", "2.0000", "3000.00", "p1", symbol="ETH-USD")
+    worker.process(list(messages(exchange, 1).values()))
+    submit(exchange, "bob", "BUY", "1.5000", "3000.00", "p2", symbol="ETH-USD")
+    worker.process(list(messages(exchange, 1).values()))
+    sequences = exchange.stores[REGION].sequences
+    assert sequences.position("bob", "ETH-USD") == Decimal("1.5000")
+    assert sequences.position("alice", "ETH-USD") == Decimal("-1.5000")
