@@ -37,15 +37,14 @@ def depth_data(seq: int = 7, region: str = HOME, bids: int = 2, asks: int = 3, *
 
 
 def ladder_of(html: str, region: str = HOME) -> str:
-    found = re.search(rf'<div id="book-{region}-{SYMBOL}".*?</table>\s*<p class="ladder-foot.*?</p>\s*</div>', html, re.S)
+    found = re.search(rf'<div id="book-{region}-{SYMBOL}".*?<p class="ladder-foot.*?</p>\s*</div>', html, re.S)
     assert found, html[:2000]
     return found.group(0)
 
 
 def rows(ladder: str, side: str) -> list[str]:
-    body = re.search(rf'<tbody class="{side}">(.*?)</tbody>', ladder, re.S)
-    assert body
-    return re.findall(r"<tr[^>]*>.*?</tr>", body.group(1), re.S)
+    """The ladder's rows of one side ("asks" or "bids"), top to bottom."""
+    return re.findall(rf'<div class="lvl[^"]*" role="row" data-side="{side[:-1]}"[^>]*>.*?</div>', ladder, re.S)
 
 
 # --- the fragment -------------------------------------------------------------------------------
@@ -61,9 +60,11 @@ def test_it_draws_eight_asks_over_eight_bids_whatever_the_book_holds() -> None:
     asks, bids = rows(ladder, "asks"), rows(ladder, "bids")
     # The best prices meet at the spread: asks drawn highest first, bids highest first.
     assert [re.search(r"\d+\.\d\d", r).group(0) for r in asks if "blank" not in r] == ["50030.00", "50020.00", "50010.00"]
-    assert "49990.00" in bids[0] and "49980.00" in bids[1] and 'class="blank"' in bids[2]
+    assert "49990.00" in bids[0] and "49980.00" in bids[1] and 'lvl blank' in bids[2]
     assert "spread <b>20.00</b>" in ladder
-    assert "--bar: 100%" in asks[LADDER_LEVELS - 3] and "--bar: 20%" in asks[-1]  # shares of the largest level shown (0.0005)
+    # Running totals from the spread out, the bars their share of the deeper side (asks: 0.0009).
+    assert "0.0009" in asks[LADDER_LEVELS - 3] and "--bar: 100%" in asks[LADDER_LEVELS - 3]
+    assert "--bar: 11%" in asks[-1] and "--bar: 33%" in bids[1]
     assert "depth shown · bids <b class=\"num\">0.0003</b> · asks <b class=\"num\">0.0009</b>" in ladder
     assert 'data-seq="7"' in ladder and "seq <b>7</b>" in ladder
 

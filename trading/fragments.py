@@ -151,24 +151,30 @@ def _decimal(text: Any) -> Decimal | None:
 def ladder_context(book: dict[str, Any], frozen: bool | None = None, levels: int = LADDER_LEVELS) -> dict[str, Any]:
     """A book (GET /api/book's shape, or a book.depth event's data) as the ladder draws it:
     `levels` ask rows over `levels` bid rows (blank rows where the book has no level), the
-    best prices meeting at the spread, each row's bar its share of the largest level shown.
+    best prices meeting at the spread, each row with its running total from the spread and a
+    bar for that total's share of the deeper side shown.
     `frozen` overrides the book's own flag (the socket knows which regions are down)."""
     asks = list(book.get("asks") or [])[:levels]
     bids = list(book.get("bids") or [])[:levels]
-    quantities = [q for q in (_decimal(row.get("qty")) for row in asks + bids) if q is not None]
-    largest = max(quantities, default=Decimal(0))
 
     def rows(side: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        made = []
+        """Each level with the running total from the spread outwards."""
+        made, running = [], Decimal(0)
         for row in side:
-            qty = _decimal(row.get("qty")) or Decimal(0)
-            share = int(qty * 100 / largest) if largest > 0 else 0
-            made.append({**row, "bar": max(share, 1) if qty > 0 else 0})
+            running += _decimal(row.get("qty")) or Decimal(0)
+            made.append({**row, "total": running})
         return made
 
+    ask_rows, bid_rows = rows(asks), rows(bids)
+    deepest = max([r["total"] for r in ask_rows + bid_rows], default=Decimal(0))
+    for row in ask_rows + bid_rows:
+        # The bar: the running total's share of the deepest side shown (a depth chart on its side).
+        share = int(row["total"] * 100 / deepest) if deepest > 0 else 0
+        row["bar"] = max(share, 1) if row["total"] > 0 else 0
+        row["total"] = format(row["total"], "f")
+
     def total(side: list[dict[str, Any]]) -> str:
-        found = [q for q in (_decimal(row.get("qty")) for row in side) if q is not None]
-        return format(sum(found, Decimal(0)), "f") if found else "0"
+        return str(side[-1]["total"]) if side else "0"
 
     best_ask = _decimal(asks[0]["price"]) if asks else None
     best_bid = _decimal(bids[0]["price"]) if bids else None
@@ -185,11 +191,11 @@ def ladder_context(book: dict[str, Any], frozen: bool | None = None, levels: int
         "unavailable": bool(book.get("unavailable")),
         "source": book.get("source", ""),
         # Asks drawn highest first, so the best ask sits on the spread; blank rows above them.
-        "asks": [None] * (levels - len(asks)) + list(reversed(rows(asks))),
-        "bids": rows(bids) + [None] * (levels - len(bids)),
+        "asks": [None] * (levels - len(asks)) + list(reversed(ask_rows)),
+        "bids": bid_rows + [None] * (levels - len(bids)),
         "spread": spread,
-        "bid_total": total(bids),
-        "ask_total": total(asks),
+        "bid_total": total(bid_rows),
+        "ask_total": total(ask_rows),
         "empty": not asks and not bids,
     }
 
