@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from simfill.worker import AzWorker, apply_message
-from tests.conftest import aws_calls, failing_calls, order_payload
-from trading import aws
+from matcher.engines import engine_for
+from tests.conftest import aws_calls, both_engines, failing_calls, order_payload
+from trading import aws, events
 from trading.actions import Exchange, IdempotencyConflict, submit_order, sweep_outbox
 from trading.domain import ValidationErrors
 
@@ -54,6 +55,36 @@ def test_it_accepts_an_order_and_fills_it_through_the_queue(exchange: Exchange, 
     assert kinds[-1] == "order.status" and kinds.count("trade.executed") == len(trades)
 
 
+@both_engines
+def test_its_events_have_one_shape_whichever_engine_fills(exchange: Exchange, published: list[dict[str, Any]]) -> None:
+    engine = engine_for(exchange.config.engine)
+    worker = AzWorker(exchange.stores[REGION], exchange.queues[REGION], "us-east-1a", grid(exchange.config), wait_s=1, engine=engine, symbols=("BTC-USD",))
+    worker.prepare()
+    maker, _ = submit_order(exchange, "bob", order_payload(side="SELL", qty="1.0000"), "shape-1")
+    assert drain(worker, 1) == 1
+    taker, _ = submit_order(exchange, "alice", order_payload(qty="0.4000"), "shape-2")
+    assert drain(worker, 1) == 1
+    order_fields = set(events.order_data(taker))
+    trade_fields = {"trade_id", "order_id", "symbol", "side", "qty", "price", "buy_order", "sell_order", "client", "region", "fill_az", "seq", "ts_ms"}
+    assert all(set(e) == {"type", "region", "ts", "data"} for e in published)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for event in published:
+        by_kind.setdefault(event["type"], []).append(event["data"])
+    assert set(by_kind) - {"book.depth"} == {"order.accepted", "order.status", "trade.executed"}
+    assert all(set(d) == order_fields | {"time_to_accept_ms"} for d in by_kind["order.accepted"])
+    assert all(set(d) == order_fields for d in by_kind["order.status"])
+    assert {d["status"] for d in by_kind["order.status"]} <= {"OPEN", "FILLED", "CANCELLED"}
+    assert all(set(d) == trade_fields for d in by_kind["trade.executed"])
+    fills = [d for d in by_kind["trade.executed"] if d["order_id"] == taker.order_id]
+    assert fills and all(d["buy_order"] == taker.order_id for d in fills)
+    if engine.stateful:  # the trade is between the two orders, at the resting order's price
+        assert [(d["sell_order"], d["qty"], d["price"]) for d in fills] == [(maker.order_id, "0.4000", "50000.00")]
+        assert [(d["client"], d["status"]) for d in by_kind["order.status"]] == [("bob", "OPEN"), ("bob", "OPEN"), ("alice", "FILLED")]
+    else:  # against simulated counterparties
+        assert all(d["sell_order"].startswith("SIM-MM-") for d in fills)
+
+
+@both_engines
 def test_it_returns_the_original_order_on_replay(exchange: Exchange) -> None:
     first, created = submit_order(exchange, "alice", order_payload(), "key-1")
     again, created_again = submit_order(exchange, "alice", order_payload(), "key-1")
@@ -64,6 +95,7 @@ def test_it_returns_the_original_order_on_replay(exchange: Exchange) -> None:
     assert visible + in_flight == 1
 
 
+@both_engines
 def test_it_refuses_a_reused_key_with_another_body(exchange: Exchange) -> None:
     submit_order(exchange, "alice", order_payload(), "key-1")
     with pytest.raises(IdempotencyConflict):
@@ -71,6 +103,7 @@ def test_it_refuses_a_reused_key_with_another_body(exchange: Exchange) -> None:
     assert count_orders(exchange) == 1
 
 
+@both_engines
 def test_it_writes_nothing_for_invalid_input(exchange: Exchange) -> None:
     with pytest.raises(ValidationErrors):
         submit_order(exchange, "alice", order_payload(qty="-3"), "key-1")
