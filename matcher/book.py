@@ -67,12 +67,12 @@ REASON_SELF_TRADE = "self-trade prevention: a newer order of the same client cro
 class _Resting:
     """An order in the book. `left` is its open quantity in lots; 0 marks it dead."""
 
-    __slots__ = ("order_id", "client", "key", "lots", "left", "seq")
+    __slots__ = ("order_id", "client", "level", "lots", "left", "seq")
 
-    def __init__(self, order_id: str, client: str, key: int, lots: int, left: int, seq: int) -> None:
+    def __init__(self, order_id: str, client: str, level: _Level, lots: int, left: int, seq: int) -> None:
         self.order_id = order_id
         self.client = client
-        self.key = key  # ticks for an ask, -ticks for a bid
+        self.level = level  # its price: a cancel goes straight to it
         self.lots = lots
         self.left = left
         self.seq = seq
@@ -299,7 +299,7 @@ class Book:
         if home is None:
             home = own[own_key] = _Level(ticks * self.tick)
             heapq.heappush(own_heap, own_key)
-        order = _Resting(order_id, client, own_key, lots, left, seq)
+        order = _Resting(order_id, client, home, lots, left, seq)
         home.queue.append(order)
         home.lots += left
         home.count += 1
@@ -322,8 +322,7 @@ class Book:
                 self._remember_cancel(order_id, done)
                 return done
             return Execution(seq, (), ())
-        levels = self._bids if order.key < 0 else self._asks
-        level = levels[order.key]
+        level = order.level
         open_lots = order.left
         order.left = 0
         level.lots -= open_lots
@@ -448,7 +447,7 @@ class Book:
                     left_lots = lots_of.get(left)
                     if left_lots is None:
                         left_lots = lots_of[left] = book.lots(Decimal(left))
-                    order = _Resting(order_id, client, key, qty_lots, left_lots, int(seq))
+                    order = _Resting(order_id, client, level, qty_lots, left_lots, int(seq))
                     if order.left > order.lots or order_id in resting:
                         raise ValueError(f"order {order_id} is not a valid resting order in the snapshot")
                     queue.append(order)
