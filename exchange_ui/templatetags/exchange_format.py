@@ -44,3 +44,11 @@ def now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+@register.simple_tag
+def exchange_engine() -> str:
+    """The engine behind the fills (EXCHANGE_ENGINE): the badges name what an order waits for."""
+    from django.conf import settings
+
+    return str(settings.EXCHANGE.engine)
