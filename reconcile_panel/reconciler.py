@@ -622,6 +622,10 @@ class Retirement:
     decisions: Decisions = field(default_factory=Decisions)
     # order id -> the signed position its standing fills add to its account's opening
     shares: Mapping[str, Decimal] = field(default_factory=dict)
+    # Why the others stay, counted by the first rule each fails: pending (changed since the
+    # last decision run), unsettled, recent (inside the horizon), not_everywhere (a region
+    # lacks it), ranked_behind (an earlier order of its account may still fill).
+    held_back: Mapping[str, int] = field(default_factory=dict)
 
 
 def newest_fact_ms(order: _Order) -> int:
@@ -664,10 +668,17 @@ def _retire(
     orders = _group(ledger)
     cutoff = now_ms - horizon_ms
     quiet: set[str] = set()
+    held_back: dict[str, int] = defaultdict(int)
     for order_id, order in orders.items():
-        if order_id in pending or newest_fact_ms(order) > cutoff or not order.settled():
-            continue
-        if regions <= set(order.copies).union(held_in.get(order_id, ())):
+        if order_id in pending:
+            held_back["pending"] += 1
+        elif not order.settled():
+            held_back["unsettled"] += 1
+        elif newest_fact_ms(order) > cutoff:
+            held_back["recent"] += 1
+        elif not regions <= set(order.copies).union(held_in.get(order_id, ())):
+            held_back["not_everywhere"] += 1
+        else:
             quiet.add(order_id)
     limits = ledger.limits
     if limits:
@@ -692,8 +703,9 @@ def _retire(
         for account, rank, order_id in ranked:
             if account in blocking and rank >= blocking[account]:
                 quiet.discard(order_id)
+                held_back["ranked_behind"] += 1
     if not quiet:
-        return Retirement()
+        return Retirement(held_back=dict(held_back))
     retiring = sorted(quiet)
     sub = Ledger(
         acceptances=tuple(c for o in retiring for c in orders[o].copies.values()),
@@ -725,7 +737,7 @@ def _retire(
                 last = max(last, fill.ts_ms)
             shares[order_id] = share
             openings[account] = Opening(opening.position + share, frozenset(places), last)
-    return Retirement(tuple(retiring), openings, decisions, shares)
+    return Retirement(tuple(retiring), openings, decisions, shares, dict(held_back))
 
 
 # --- plain items (the reconcile table's records) ------------------------------------

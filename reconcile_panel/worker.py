@@ -12,7 +12,9 @@ and publishes nothing.
 Memory is bounded by age, not by the history's length: an order that can no longer
 change a decision (settled, decided, held by every region, its newest fact older than
 the horizon in the streams' own time: `reconciler.retire`) leaves the working state and
-is kept one more horizon as a tombstone (its copies and fills, without the indexes). A
+is kept as a tombstone (its copies and fills, without the indexes) until its newest fact
+is two horizons old. So what the worker holds beyond the orders still in flight (not
+settled, or not yet in every region) is what was written in the last two horizons. A
 record of a retired order that says nothing new (a repeated write, the outbox flag's
 removal) is dropped there instead of starting a half-known order again; one that does
 say something new (which the retirement rule says cannot happen) brings the order back
@@ -82,7 +84,7 @@ class RunResult:
 class Tombstone:
     """A retired order, kept one more horizon: what it knew, to judge a late record by."""
 
-    retired_ms: int
+    newest_ms: int  # its newest fact: it goes once that is two horizons old
     copies: tuple[Acceptance, ...]
     fills: tuple[Fill, ...]
     share: Decimal  # what it added to its account's opening (markets with a limit)
@@ -123,8 +125,9 @@ class ReconcileWorker:
         self._last_retired_ms = 0
         self._held_in: dict[str, set[str]] = defaultdict(set)
         self.openings: dict[tuple[str, str], Opening] = {}
-        self._tombstones: dict[str, Tombstone] = {}  # in retirement order
+        self._tombstones: dict[str, Tombstone] = {}
         self.retired_total = 0
+        self.held_back: dict[str, int] = {}  # the last retirement's reasons for what stayed
         self.late_records_dropped = 0
         self.restored_total = 0
         self._loaded_written = False
@@ -341,6 +344,7 @@ class ReconcileWorker:
             self._last_retired_ms = now
             pending = set(self._touched)
             retirement = retire(self.ledger(), now, self.horizon_ms, self.config.regions, self._held_in, pending)
+            self.held_back = dict(retirement.held_back)
         if not retirement.order_ids:
             self._expire_tombstones(now)
             return 0
@@ -349,13 +353,13 @@ class ReconcileWorker:
             if not self._touched.isdisjoint(retirement.order_ids):
                 return 0  # a record of one of them came in meanwhile: judge again next time
             for order_id in retirement.order_ids:
-                self._retire_one(order_id, now, retirement.shares.get(order_id, ZERO))
+                self._retire_one(order_id, retirement.shares.get(order_id, ZERO))
             self.openings.update(retirement.openings)
             self.retired_total += len(retirement.order_ids)
         self._expire_tombstones(now)
         return len(retirement.order_ids)
 
-    def _retire_one(self, order_id: str, now_ms: int, share: Decimal) -> None:
+    def _retire_one(self, order_id: str, share: Decimal) -> None:
         regions = self._regions_by_order.pop(order_id, ())
         copies = tuple(self.copies.pop((order_id, region)) for region in sorted(regions))
         trade_ids = self._fills_by_order.pop(order_id, ())
@@ -369,17 +373,18 @@ class ReconcileWorker:
                 orders.discard(order_id)
                 if not orders:
                     del self._orders_by_account[account]
-        self._tombstones[order_id] = Tombstone(now_ms, copies, fills, share)
+        newest = max([c.updated_ms for c in copies] + [c.accept_ms for c in copies] + [f.ts_ms for f in fills], default=0)
+        self._tombstones[order_id] = Tombstone(newest, copies, fills, share)
 
     def _expire_tombstones(self, now_ms: int) -> None:
-        """Tombstones live one more horizon; they are in retirement order, oldest first."""
+        """A tombstone goes once its order's newest fact is two horizons old (one more
+        horizon than retiring took; an order held back by a partition retires later and
+        keeps its tombstone for less, but by then every region holds it)."""
+        cutoff = now_ms - 2 * self.horizon_ms
         with self._lock:
-            tombstones = self._tombstones
-            while tombstones:
-                order_id = next(iter(tombstones))
-                if tombstones[order_id].retired_ms > now_ms - self.horizon_ms:
-                    break
-                del tombstones[order_id]
+            expired = [order_id for order_id, tomb in self._tombstones.items() if tomb.newest_ms <= cutoff]
+            for order_id in expired:
+                del self._tombstones[order_id]
 
     def measured(self, size: Callable[[tuple[Any, ...]], int]) -> int:
         """`size` of the containers that hold the worker's state, walked under its lock."""
@@ -388,6 +393,13 @@ class ReconcileWorker:
                 self.copies, self.fills, self._fills_by_order, self._regions_by_order, self._orders_by_account,
                 self._touched, self._written, self._written_by_order, self._held_in, self.openings, self._tombstones,
             ))
+
+    def held_orders(self) -> dict[str, int]:
+        """The orders held, by why (as of the last retirement): `unsettled` and `pending` ones
+        are the exchange's work in flight; the rest (`recent`, `not_everywhere`,
+        `ranked_behind`, `tombstones`) is reconciled state that retirement bounds."""
+        with self._lock:
+            return {**self.held_back, "tombstones": len(self._tombstones)}
 
     def retained(self) -> dict[str, int]:
         """How much the worker holds: entries per structure (what the soak watches stay flat)."""

@@ -66,29 +66,41 @@ def test_it_keeps_every_invariant_through_a_short_game_day(tmp_path: Path) -> No
     assert "reconcile worker (horizon 60 s)" in done.stdout
 
 
-class Growing:
-    """A reconcile worker's counters as RetainedWatch reads them, driven by the test."""
+class Worker:
+    """A reconcile worker's counters as RetainedWatch reads them, set by the test."""
 
     horizon_ms = 60_000
+    retire_every_ms = 6_000
     retired_total = late_records_dropped = restored_total = 0
 
-    def __init__(self) -> None:
-        self.entries = 0
+    def __init__(self, holds: int, stream_ms: int):
+        self.holds = holds
+        self.stream_ms = stream_ms
 
     def retained(self) -> dict[str, int]:
-        return {"copies": self.entries, "tombstones": 0}
+        keys = ("copies", "fills", "tombstones", "held_in", "written", "accounts", "openings", "pending")
+        return {"orders": self.holds, **{key: 0 for key in keys}}
+
+    def held_orders(self) -> dict[str, int]:
+        return {"recent": self.holds}
 
     def measured(self, size: object) -> int:
-        return self.entries * 100
+        return self.holds * 100
 
 
-def test_it_fails_the_soak_when_the_reconcile_worker_keeps_growing() -> None:
+def test_it_fails_the_soak_when_the_settled_reconcile_worker_holds_more_than_its_window() -> None:
+    from types import SimpleNamespace
+
     from exchange_ui.management.commands.soak import RetainedWatch
 
-    for growth, flat in ((lambda step: 40 * step, False), (lambda step: min(40 * step, 2400), True)):
-        worker, progress = Growing(), [0.0]
-        watch = RetainedWatch(worker, lambda: progress[0], window_s=500)
-        for step in range(101):  # a sample per 1% of the stream, 20 orders/s
-            progress[0], worker.entries = step / 100, growth(step)
-            watch.sample(deep=step % 10 == 0)
-        assert watch.report()["flat"] is flat
+    # 10,000 orders at 20/s: their last writes 50 ms apart, the stream ending at 500 s.
+    orders = {f"ORDER#O{n}": {"orderId": f"O{n}", "updatedAt": 50 * n} for n in range(10_000)}
+    history = SimpleNamespace(regions=("us-east-1",), tables={"us-east-1": {"orders": orders, "trades": {}}})
+    for holds, bounded in ((10_000, False), (2_600, True)):
+        worker = Worker(holds, stream_ms=500_000)
+        watch = RetainedWatch(worker, lambda: 1.0, window_s=500)
+        watch.sample(deep=True)
+        watch.mark_stream_end()
+        verdict = watch.judge(history)
+        assert verdict["orders_in_window"] == 2_519  # the last 126 s: two horizons and a step
+        assert verdict["flat"] is bounded, verdict

@@ -261,29 +261,35 @@ def deep_size(root: Any) -> int:
     return total
 
 
-# The reconcile worker's retained state is flat when what it holds as the stream ends is
-# within this factor of the second quarter's peak (which already holds a horizon or two of
-# orders). Not the last quarter's peak: a partition or an outage there holds retirement
-# back for its length (a bump, not growth), and every experiment ends by 90% of the
-# stream, so by its end the worker is back to a horizon's worth. Growth without bound
-# would stand at twice the second quarter's peak by the end.
-FLAT_FACTOR = 1.25
+# The reconcile worker is bounded when, once everything has settled and replicated, it holds
+# no more orders (live ones and tombstones) than were written in the last two horizons of
+# stream time and one retirement step (retiring starts a horizon after an order's last
+# write; its tombstone goes a horizon later): a window whatever the run's length, where a
+# worker that kept everything would hold every order of the run. A little slack covers
+# orders whose copies straddle the window's edge.
+BOUND_SLACK = 0.05
+RECONCILED = ("recent", "not_everywhere", "ranked_behind", "tombstones")
+IN_FLIGHT = ("unsettled", "pending")
 
 
 class RetainedWatch:
-    """Samples what the reconcile worker holds while the orders go in: its entries (copies,
-    fills, tombstones, indexes; `ReconcileWorker.retained`) every `every_s`, and the bytes of
-    its structures (a walk under its lock, so less often) every `deep_every` samples."""
+    """Samples what the reconcile worker holds while the orders go in and settle, every
+    `every_s`: its entries (copies, fills, tombstones, indexes; `ReconcileWorker.retained`),
+    its orders by why they are held (`held_orders`: reconciled ones, bounded by retirement,
+    and the ones in flight, the fill backlog), and every `deep_every` samples the bytes of
+    its structures (a walk under its lock, so less often). `judge` then holds the settled
+    worker to the bound above."""
 
     def __init__(self, worker: Any, progress: Any, window_s: float, every_s: float = 2.0, deep_every: int = 10):
         self.worker = worker
         self.progress = progress
-        # Flatness is judged on a stream of at least four horizons (retiring starts after
-        # one, tombstones go after two): a shorter one only reports its figures.
+        # Judged on a stream of at least four horizons: a shorter one only reports its figures.
         self.judged = window_s >= 4 * worker.horizon_ms / 1000
         self.every_s = every_s
         self.deep_every = deep_every
-        self.samples: list[tuple[float, int, int | None]] = []  # (share of the stream sent, entries, bytes)
+        # (share of the stream sent, entries, bytes, reconciled orders held, orders in flight)
+        self.samples: list[tuple[float, int, int | None, int, int]] = []
+        self.stream_end = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-retained", daemon=True)
 
@@ -293,9 +299,13 @@ class RetainedWatch:
         return self
 
     def sample(self, deep: bool = False) -> None:
-        entries = sum(self.worker.retained().values())
+        held = self.worker.retained()
+        entries = sum(held[k] for k in ("copies", "fills", "tombstones", "held_in", "written", "accounts", "openings"))
         size = self.worker.measured(deep_size) if deep else None
-        self.samples.append((self.progress(), entries, size))
+        orders = self.worker.held_orders()
+        reconciled = sum(orders.get(k, 0) for k in RECONCILED)
+        in_flight = sum(orders.get(k, 0) for k in IN_FLIGHT)
+        self.samples.append((self.progress(), entries, size, reconciled, in_flight))
 
     def _run(self) -> None:
         n = 0
@@ -303,38 +313,57 @@ class RetainedWatch:
             n += 1
             self.sample(deep=n % self.deep_every == 0)
 
-    def stop(self) -> dict[str, Any]:
+    def mark_stream_end(self) -> None:
+        self.sample(deep=True)
+        self.stream_end = len(self.samples) - 1
+
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
         self.sample(deep=True)
-        return self.report()
 
-    def report(self) -> dict[str, Any]:
-        def quarter(q: int) -> list[tuple[float, int, int | None]]:
-            return [s for s in self.samples if q / 4 <= s[0] < (q + 1) / 4 or (q == 3 and s[0] >= 1.0)]
+    def judge(self, history: Any) -> dict[str, Any]:
+        """The figures, and whether the settled worker keeps to the window (see BOUND_SLACK)."""
+        stream = self.samples[: self.stream_end + 1]
 
-        sized = [s for s in self.samples if s[2] is not None]
-        middle = min(sized, key=lambda s: abs(s[0] - 0.5)) if sized else self.samples[0]
-        second = max((s[1] for s in quarter(1)), default=0)
-        last = max((s[1] for s in quarter(3)), default=0)
-        end = self.samples[-1][1]
+        def at(column: int) -> dict[str, Any]:
+            rows = [s for s in stream if s[column] is not None] or stream
+            middle = min(rows, key=lambda s: abs(s[0] - 0.5))
+            return {
+                "start": self.samples[0][column], "middle": middle[column], "stream_end": stream[-1][column],
+                "settled": self.samples[-1][column], "peak": max((s[column] or 0) for s in self.samples),
+            }
+
+        step_ms = self.worker.retire_every_ms
+        edge = self.worker.stream_ms - 2 * self.worker.horizon_ms - step_ms
+        newest: dict[str, int] = {}
+        for region in history.regions:
+            for item in history.tables[region]["orders"].values():
+                order_id = str(item["orderId"])
+                newest[order_id] = max(newest.get(order_id, 0), int(item.get("updatedAt") or item.get("createdAt") or 0))
+            for item in history.tables[region]["trades"].values():
+                order_id = str(item["orderId"])
+                newest[order_id] = max(newest.get(order_id, 0), int(item.get("timestamp") or 0))
+        window = sum(1 for ms in newest.values() if ms > edge)
         held = self.worker.retained()
+        kept = held["orders"] + held["tombstones"]
+        bound = window + max(50, int(BOUND_SLACK * window))
+        mb = {k: round((v or 0) / 2**20, 2) for k, v in at(2).items()}
         return {
             "horizon_s": self.worker.horizon_ms / 1000,
-            "entries": {"start": self.samples[0][1], "middle": middle[1], "end": self.samples[-1][1], "peak": max(s[1] for s in self.samples)},
-            "mb": {
-                "start": round((self.samples[0][2] or 0) / 2**20, 2),
-                "middle": round((middle[2] or 0) / 2**20, 2),
-                "end": round((self.samples[-1][2] or 0) / 2**20, 2),
-                "peak": round(max((s[2] or 0) for s in sized) / 2**20, 2) if sized else 0,
-            },
-            "second_quarter_peak": second,
-            "last_quarter_peak": last,
-            "flat": (end <= FLAT_FACTOR * max(second, 1)) if self.judged else None,
+            "entries": at(1),
+            "mb": mb,
+            "reconciled_orders": at(3),
+            "orders_in_flight": at(4),
+            "orders_of_the_run": len(newest),
+            "orders_in_window": window,
+            "orders_held_settled": kept,
+            "bound": bound,
+            "flat": (kept <= bound) if self.judged else None,
             "retired": self.worker.retired_total,
-            "tombstones_end": held["tombstones"],
             "late_records_dropped": self.worker.late_records_dropped,
             "restored": self.worker.restored_total,
+            "held_back_end": self.worker.held_orders(),
             "samples": len(self.samples),
         }
 
@@ -446,13 +475,15 @@ class Command(BaseCommand):
             traders.submit_all()
             for thread in experiments:
                 thread.join()
-            self.retained = retained.stop()  # the stream's samples: settling retires the rest
+            retained.mark_stream_end()
             submitted_s = time.monotonic() - started
             runtime.runner.stop_all("The game day is over.")
             self.say(f"orders submitted in {submitted_s:.1f} s: {dict(sorted(traders.counts.items()))}")
             settle_s = self._settle(runtime, traders, settle_timeout)
             self.memory_mb = memory.stop()
+            retained.stop()
             history = load_history(config)
+            self.retained = retained.judge(history)
             result = check(history)
         finally:
             if runtime is not None:
@@ -542,6 +573,10 @@ class Command(BaseCommand):
                 moved = runtime.replicator.drain(timeout_s=max(10.0, deadline - time.monotonic()))
                 if moved == 0:
                     break
+            # A live worker retires every tenth of a horizon of stream time; a stream that has
+            # stopped brings no more steps, so one is taken here, on the settled facts.
+            runtime.reconciler.run_once()
+            runtime.reconciler.retire_due(force=True)
         except TimeoutError as error:
             # Not a crash: check_history then shows what did not converge, with witnesses.
             self.say(f"settle: {error}")
@@ -607,19 +642,23 @@ class Command(BaseCommand):
                 + "; ".join(f"{name} {m['start']:.0f} / {m['peak']:.0f} / {m['end']:.0f}" for name, m in memory.items())
             )
         if retained:
-            entries, mb = retained["entries"], retained["mb"]
+            entries, mb, done, busy = retained["entries"], retained["mb"], retained["reconciled_orders"], retained["orders_in_flight"]
+
+            def row(f: dict[str, Any], unit: str = "", digits: int = 0) -> str:
+                text = " / ".join(f"{f[k]:,.{digits}f}" for k in ("start", "middle", "stream_end", "settled"))
+                return f"{text} (peak {f['peak']:,.{digits}f}){unit}"
+
+            self.say(f"  reconcile worker (horizon {retained['horizon_s']:g} s), start / middle / end of the orders / settled:")
+            self.say(f"    entries {row(entries)}; structures {row(mb, ' MB', 2)}")
+            self.say(f"    orders held: reconciled (settled, in the horizon, or tombstones) {row(done)}; in flight (the fill backlog) {row(busy)}")
             self.say(
-                f"  reconcile worker (horizon {retained['horizon_s']:g} s), held while the orders went in, start / middle / end (peak):"
-                f" {entries['start']:,} / {entries['middle']:,} / {entries['end']:,} ({entries['peak']:,}) entries,"
-                f" {mb['start']:.2f} / {mb['middle']:.2f} / {mb['end']:.2f} ({mb['peak']:.2f}) MB;"
-                f" {retained['retired']:,} orders retired, {retained['tombstones_end']:,} tombstones at the end,"
-                f" {retained['late_records_dropped']} late records dropped, {retained['restored']} restored"
+                f"    {retained['retired']:,} orders retired, {retained['late_records_dropped']} late records dropped, {retained['restored']} restored;"
+                f" held once settled: {', '.join(f'{n:,} {why}' for why, n in sorted(retained['held_back_end'].items())) or 'none'}"
             )
-            verdict = {True: "flat", False: "GROWING", None: "not judged (a stream shorter than four horizons)"}[retained["flat"]]
+            verdict = {True: "bounded", False: "GROWING", None: "not judged (a stream shorter than four horizons)"}[retained["flat"]]
             self.say(
-                f"  reconcile worker memory: {verdict} ({retained['entries']['end']:,} entries at the stream's end against"
-                f" the second quarter's peak of {retained['second_quarter_peak']:,}, {FLAT_FACTOR:g}x allowed;"
-                f" the last quarter's peak {retained['last_quarter_peak']:,})"
+                f"  reconcile worker memory: {verdict}: it holds {retained['orders_held_settled']:,} of the run's {retained['orders_of_the_run']:,} orders"
+                f" once settled; {retained['orders_in_window']:,} were written in the last two horizons (bound {retained['bound']:,})"
             )
         for violation in result["violations"][:20]:
             self.say(f"  - [{violation['rule']}] {violation['detail']}")
