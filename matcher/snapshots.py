@@ -304,7 +304,8 @@ class BookSnapshots:
     def depth(self, region: str, symbol: str, levels: int) -> dict[str, Any] | None:
         """The book's top `levels` prices a side, the API's shape plus "source" and "stale"
         (True when the DynamoDB copy is served: Redis did not answer, or has not been
-        republished since it lost the book). None when there is no snapshot at all."""
+        republished since it lost the book; an empty stale book when Redis did not answer
+        and nothing was persisted yet). None when there is no snapshot at all."""
         payload, answered = self._from_redis(region, symbol)
         if payload is not None:
             bids, asks = payload["bids"], payload["asks"]
@@ -320,7 +321,13 @@ class BookSnapshots:
             }
         stored = self._from_dynamodb(region, symbol)
         if stored is None:
-            return None
+            if answered:
+                return None
+            # Redis is away and nothing was persisted yet: not "no book", an unknown one.
+            return {
+                "symbol": symbol, "region": region, "seq": 0, "ts": None, "source": "none", "stale": True,
+                "stale_reason": STALE_UNREACHABLE, "bids": [], "asks": [],
+            }
         state, seq, ts_ms = stored
         rows = depth_from_state(state, levels)
         return {

@@ -69,9 +69,13 @@ def test_it_serves_the_published_depth_from_redis(snapshots: BookSnapshots, book
     assert snapshots.latest_state(REGION, SYMBOL) == (book.snapshot(), book.last_seq, "redis")
 
 
-def test_it_has_no_snapshot_for_a_book_never_published(snapshots: BookSnapshots) -> None:
+def test_it_has_no_snapshot_for_a_book_never_published(snapshots: BookSnapshots, embedded_book_redis: Any) -> None:
     assert snapshots.depth(REGION, SYMBOL, 10) is None
     assert snapshots.latest_state(REGION, SYMBOL) is None
+    # With Redis away and nothing persisted, the book is unknown, not empty.
+    embedded_book_redis.kill()
+    unknown = snapshots.depth(REGION, SYMBOL, 10)
+    assert unknown is not None and (unknown["stale"], unknown["source"], unknown["bids"], unknown["asks"]) == (True, "none", [], [])
 
 
 def test_it_serves_the_dynamodb_copy_marked_stale_while_redis_is_down(
