@@ -26,7 +26,7 @@ from trading.config import ExchangeConfig, env_int
 from trading.metrics import METRICS, ROUND_TRIPS, ApiProbe
 from trading.store import table_names
 from trading.streams import StreamTailer
-from trading.synthetic import FILL_TIMEOUT_S, SyntheticTraders
+from trading.synthetic import FILL_TIMEOUT_S, MatcherTraders, SyntheticTraders, top_of
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Runtime:
     stand_ins: dict[str, AzWorker] = field(default_factory=dict)
     _placement_lock: threading.Lock = field(default_factory=threading.Lock)
     tailers: list[StreamTailer] = field(default_factory=list)
-    synthetic: SyntheticTraders | None = None
+    synthetic: SyntheticTraders | MatcherTraders | None = None
     samples: dict[str, RegionSample] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -94,7 +94,7 @@ class Runtime:
             for az in config.azs(region):
                 runtime.workers[az] = runtime._make_worker(region, az)
             runtime.samples[region] = RegionSample()
-        runtime.synthetic = SyntheticTraders(exchange, config.synthetic_rate, config.seed)
+        runtime.synthetic = runtime._make_traders()
         runtime._build_fault_plane()
         if len(config.regions) > 1:
             runtime._build_replication(with_mirror)
@@ -108,6 +108,20 @@ class Runtime:
                 handler = runtime._mirror_and_time_fills if role == "orders" else runtime.mirror_feed
                 runtime.tailers.append(StreamTailer(config.regions[0], names[role], handler))
         return runtime
+
+    def _make_traders(self) -> SyntheticTraders | MatcherTraders:
+        """The synthetic traders the engine needs. SimFill fills each order alone against
+        simulated counterparties: the seeded stream of single orders. The matcher trades
+        orders with each other: makers keep a ladder in every book, takers cross the best
+        price the book's snapshot shows."""
+        if self.config.engine == "matcher":
+            return MatcherTraders(
+                self.exchange,
+                self.config.synthetic_rate,
+                self.config.seed,
+                book_top=lambda region, symbol: top_of(self.book(symbol, region, 1)),
+            )
+        return SyntheticTraders(self.exchange, self.config.synthetic_rate, self.config.seed)
 
     def _build_replication(self, with_mirror: bool) -> None:
         from reconcile_panel.replicator import Replicator
@@ -395,22 +409,31 @@ class Runtime:
         """
         from reconcile_panel.scenarios import PartitionPlay, wait_until_final
 
+        market = self.config.markets[0]
+        makers = self.synthetic.flow if isinstance(self.synthetic, MatcherTraders) else None
+        # Under the matcher an order trades only with resting ones: the clients send
+        # immediate-or-cancel orders through every level of the makers' ladder, so each copy
+        # settles with what its region's book gave it.
+        settle = wait_until_final(self.exchange, timeout_s=20, cancel_after_s=2.0 if makers is not None else None)
         played = 0
         was_cut = False
         while not self.stop_event.wait(0.5):
             cut = self.cut_pairs()
             if cut and not was_cut:
                 played += 1
-                symbol = self.config.markets[0].symbol
-                limit = self.config.position_limit(symbol)
+                limit = self.config.position_limit(market.symbol)
                 play = PartitionPlay(
                     self.exchange,
-                    wait_until_final(self.exchange, timeout_s=20),
+                    settle,
                     cut[0],
                     limit=limit if limit is not None else Decimal("1"),
-                    symbol=symbol,
+                    symbol=market.symbol,
                     # Off the reference price, so the P&L adjustments are not all zero.
-                    price=str((self.config.markets[0].reference_price * Decimal("1.001")).quantize(self.config.markets[0].tick)),
+                    price=str(
+                        makers.through_price(market.symbol, "BUY")
+                        if makers is not None
+                        else (market.reference_price * Decimal("1.001")).quantize(market.tick)
+                    ),
                     tag=f"gameday-s{self.config.seed}-{played}",
                 )
                 try:

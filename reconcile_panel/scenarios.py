@@ -63,15 +63,24 @@ def pick_key(ex: Exchange, client: str, payload: dict[str, Any], prefix: str, st
     raise ValueError(f"no key under {prefix!r} gives a {status} order")
 
 
-def wait_until_final(ex: Exchange, timeout_s: float = 30.0, interval_s: float = 0.05) -> Settle:
-    """A settle() for a running exchange: poll the region's store until the order is final."""
+def wait_until_final(ex: Exchange, timeout_s: float = 30.0, interval_s: float = 0.05, cancel_after_s: float | None = None) -> Settle:
+    """A settle() for a running exchange: poll the region's store until the order is final.
+
+    `cancel_after_s`: the client's order is immediate-or-cancel, as under the matcher,
+    where an order that finds too little in the book rests: what has not traded that long
+    after the wait began is cancelled, and the copy settles as CANCELLED with its fills."""
 
     def settle(region: str, order_id: str) -> Order:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        cancelled = cancel_after_s is None
         while True:
             order = ex.stores[region].orders.get(order_id)
             if order is not None and not order.is_open:
                 return order
+            if order is not None and not cancelled and time.monotonic() - started >= cancel_after_s:  # type: ignore[operator]
+                cancelled = True
+                cancel_order(ex, order)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"order {order_id} not final in {region} after {timeout_s}s")
             time.sleep(interval_s)
