@@ -187,10 +187,15 @@ def test_it_cancels_a_resting_order_and_answers_too_late_once_it_is_final(runtim
     if status != "OPEN":
         assert response.status_code == 202 and response.json()["cancel"] == "too_late"
         return
+    mirror(runtime)
+    listed = client.get("/api/orders", **auth).json()["orders"]
+    assert [(o["status"], o["awaiting_fill"]) for o in listed] == [("OPEN", True)]  # the listing and the order agree
+    assert client.get(f"/api/orders/{order_id}", **auth).json()["awaiting_fill"] is True
     assert response.status_code == 202 and response.json()["cancel"] == "requested"
     assert consume(runtime) == 1
     detail = client.get(f"/api/orders/{order_id}", **auth).json()
     assert detail["status"] == "CANCELLED" and [h["status"] for h in detail["history"]] == ["ACCEPTED", "OPEN", "CANCELLED"]
+    assert detail["awaiting_fill"] is False
     assert client.delete(f"/api/orders/{order_id}", **auth).json()["cancel"] == "too_late"
 
 

@@ -42,7 +42,8 @@ class Order(models.Model):
 
     @property
     def awaiting_fill(self) -> bool:
-        return self.status == "ACCEPTED"
+        """Not final yet: accepted, or resting in the matcher's book (as Order.is_open)."""
+        return self.status in ("ACCEPTED", "OPEN")
 
 
 class OrderStatusChange(models.Model):
