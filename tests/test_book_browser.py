@@ -75,6 +75,9 @@ def test_it_shows_resting_orders_in_the_ladder_and_takes_them_away_on_a_cross(ma
     assert ladder_prices(page, "bids") == ["49990.00"]
     expect(page.locator(f"{LADDER} .bids .lvl").first).to_contain_text("0.3500")
     assert page.locator(f"{LADDER} .lvl").count() == rows_before  # a fixed ladder: nothing moved
+    # The depth shown, which the card's chart samples each second (an AZ loss's dip shows there).
+    expect(page.locator(f"{LADDER} .ladder-body")).to_have_attribute("data-ask-total", "0.3500")
+    expect(page.locator("#book canvas[data-chart='depth']")).to_be_visible()
     page.locator("#book").screenshot(path=str(ARTIFACTS / "book-ladder.png"))
 
     # A cross (another trader: the maker's own buy would cancel its ask, self-trade prevention):

@@ -53,6 +53,7 @@
     var now = Date.now();
     var point = { t: now, p50: num(el, "data-p50"), p99: num(el, "data-p99"), queued: num(el, "data-queued"), awaiting: num(el, "data-awaiting"), divergence: num(el, "data-divergence"), lag: num(el, "data-lag"), fill50: num(el, "data-fill-p50"), fill99: num(el, "data-fill-p99"), backlog: num(el, "data-backlog") };
     roundTrips(el, point);
+    bookDepths(point);
     checkFlash();
     buffer.push(point);
     while (buffer.length && buffer[0].t < now - WINDOW_MS) buffer.shift();
@@ -74,6 +75,21 @@
       point[key] = isFinite(value) ? value : null;
       if (pair.slice(at + 1) === "failing") point[key + "!"] = true;
     });
+  }
+
+  // Every ladder's depth shown (its bids' and asks' totals), so the book card's chart can draw
+  // whichever book is on show: an AZ loss's liquidity dip is a dip under its fault window.
+  function bookDepths(point) {
+    document.querySelectorAll("#book .ladder-body").forEach(function (ladder) {
+      point["bid:" + ladder.id] = num(ladder, "data-bid-total");
+      point["ask:" + ladder.id] = num(ladder, "data-ask-total");
+    });
+  }
+
+  function shownDepth() {
+    var ladder = document.querySelector("#book section.ladder:not([hidden]) .ladder-body");
+    if (!ladder) return [];
+    return [{ key: "bid:" + ladder.id, color: "--buy" }, { key: "ask:" + ladder.id, color: "--sell" }];
   }
 
   // --- the flash warning: the server decides (slow fills, client retries); it blinks as it appears
@@ -118,7 +134,8 @@
   }
 
   function draw(canvas) {
-    var series = SERIES[canvas.getAttribute("data-chart")] || namedSeries(canvas);
+    var kind = canvas.getAttribute("data-chart");
+    var series = kind === "depth" ? shownDepth() : SERIES[kind] || namedSeries(canvas);
     if (!series.length) return;
     var dpr = window.devicePixelRatio || 1;
     var size = sizeOf(canvas);
