@@ -199,6 +199,25 @@ def test_it_cancels_a_resting_order_and_answers_too_late_once_it_is_final(runtim
     assert client.delete(f"/api/orders/{order_id}", **auth).json()["cancel"] == "too_late"
 
 
+@pytest.mark.parametrize("config", ["matcher"], indirect=True)
+def test_it_shows_each_side_its_fill_and_never_the_other_order(runtime: Runtime, alice: User, ops: User) -> None:
+    bob = User.objects.create_user("bob", password="bob-pass-123")
+    client = Client()
+    resting = post_order(client, bearer(alice), order_payload(qty="1.0000"), key="rest-1").json()
+    assert consume(runtime) == 1
+    crossing = post_order(client, bearer(bob), order_payload(side="SELL", qty="0.4000", price="49000.00"), key="cross-1").json()
+    assert consume(runtime) == 1
+    mine = client.get(f"/api/orders/{resting['order_id']}", **bearer(alice)).json()
+    assert (mine["status"], mine["filled_qty"]) == ("OPEN", "0.4000")
+    assert [(f["order_id"], f["side"], f["client"], f["buy_order"], f["sell_order"], f["qty"], f["price"]) for f in mine["fills"]] == [
+        (resting["order_id"], "BUY", "alice", resting["order_id"], "", "0.4000", "50000.00")
+    ]
+    theirs = client.get(f"/api/orders/{crossing['order_id']}", **bearer(bob)).json()
+    assert [(f["client"], f["buy_order"], f["sell_order"]) for f in theirs["fills"]] == [("bob", "", crossing["order_id"])]
+    staff = client.get(f"/api/orders/{resting['order_id']}", **bearer(ops)).json()
+    assert [(f["buy_order"], f["sell_order"], f["client"]) for f in staff["fills"]] == [(resting["order_id"], crossing["order_id"], "bob")]
+
+
 @both_engines
 def test_it_answers_503_with_retry_after_when_no_region_can_take_the_order(runtime: Runtime, alice: User) -> None:
     runtime.exchange.region_up = lambda region: False

@@ -65,6 +65,19 @@ def test_it_shows_others_only_the_anonymous_part_of_a_fill() -> None:
     assert fill["data"]["client"] == "alice"  # the published event itself is untouched
 
 
+def test_it_withholds_the_other_orders_id_from_a_matched_fills_owner() -> None:
+    taker, maker = "O" + "a" * 24, "O" + "b" * 24
+    fill = event(
+        events.TRADE_EXECUTED, trade_id="T1", order_id=taker, client="alice", buy_order=taker, sell_order=maker,
+        symbol="BTC-USD", side="BUY", qty="0.5", price="50000", region=REGION, fill_az="us-east-1a", seq=3, ts_ms=9,
+    )
+    seen = visible_to(fill, ALICE)
+    assert seen is not None and seen["data"]["buy_order"] == taker and seen["data"]["sell_order"] == ""
+    assert {k: v for k, v in seen["data"].items() if k != "sell_order"} == {k: v for k, v in fill["data"].items() if k != "sell_order"}
+    assert visible_to(fill, OPS) is fill and fill["data"]["sell_order"] == maker
+    assert "sell_order" not in visible_to(fill, BOB)["data"]  # anyone else: the anonymous part
+
+
 def test_it_shows_market_wide_events_to_everyone_and_unknown_ones_to_staff() -> None:
     for kind in (events.METRICS, events.REGION_HEALTH, events.BACKPRESSURE, events.BOOK_DEPTH):
         shared = event(kind, active=True)

@@ -23,7 +23,7 @@ from exchange_ui.runtime import get_exchange, get_runtime
 from trading import models
 from trading.actions import IdempotencyConflict, RegionUnavailable, cancel_order, locate_order, submit_order
 from trading.domain import Order, Trade, ValidationErrors
-from trading.events import Viewer, order_data, tape_entry_for, trade_data
+from trading.events import Viewer, fill_seen_by_owner, order_data, tape_entry_for, trade_data
 from trading.config import ExchangeConfig
 from trading.limits import PositionLimitExceeded, TokenBuckets
 from trading.mirror import with_recent_orders, with_recent_trades
@@ -253,6 +253,8 @@ def get_order(request: HttpRequest, order_id: str) -> HttpResponse:
         if order.maker_trades:  # its fills as the resting side of the matcher's book
             fills += sorted(trades.get_many(list(order.maker_trades)), key=lambda t: (t.ts_ms, t.trade_id))
         body = order_json(order, fills)
+        if not request.user.is_staff:  # the fills on this order's side, the other order withheld
+            body["fills"] = [fill_seen_by_owner(f, order.order_id, order.side, order.client) for f in body["fills"]]
         if len(ex.config.regions) > 1:
             from reconcile_panel.orders import order_reconciliation
 

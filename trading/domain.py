@@ -242,6 +242,11 @@ def derive_order_id(client: str, idempotency_key: str) -> str:
     return "O" + _digest("order", client, idempotency_key)[:24]
 
 
+def is_order_id(text: str) -> bool:
+    """Does `text` name an order (derive_order_id's shape), not a simulated counterparty?"""
+    return len(text) == 25 and text.startswith("O") and all(c in "0123456789abcdef" for c in text[1:])
+
+
 def request_hash(request: OrderRequest) -> str:
     return _digest("request", request.canonical())
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from trading.domain import Order, Trade
+from trading.domain import Order, Trade, is_order_id
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +192,29 @@ def visible_to(event: Event, viewer: Viewer, shared: bool = True) -> Event | Non
     if kind in PRIVATE_TYPES:
         return event if own else None
     if kind in ANONYMOUS_FIELDS:
+        if own and kind == TRADE_EXECUTED:
+            seen = fill_seen_by_owner(data, str(data.get("order_id", "")))
+            return event if seen is data else {**event, "data": seen}
         if own and kind != EXPERIMENT_STATE:
             return event
         return ANONYMOUS.copy_of(event) if shared else anonymous_copy(event)
     return None
+
+
+def fill_seen_by_owner(trade: dict[str, Any], order_id: str, side: str = "", client: str = "") -> dict[str, Any]:
+    """A fill (trade_data's shape) as the owner of `order_id`, one of its two sides, sees it:
+    named by that order (its `side` and `client` when it is the resting side), and the other
+    side's order id withheld when that is another client's order (the matcher's trades are
+    between two real orders; SimFill's simulated counterparty keeps its name). Unchanged
+    (the same dict) when there is nothing to withhold."""
+    buy, sell = str(trade.get("buy_order", "")), str(trade.get("sell_order", ""))
+    other = sell if buy == order_id else buy
+    if not is_order_id(other) and trade.get("order_id") == order_id:
+        return trade
+    seen = {**trade, "buy_order": buy if buy == order_id else "", "sell_order": sell if sell == order_id else ""}
+    if trade.get("order_id") != order_id:  # the resting side's view of the taker's trade
+        seen.update(order_id=order_id, side=side or seen.get("side"), client=client or seen.get("client"))
+    return seen
 
 
 def tape_entry_for(trade: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
