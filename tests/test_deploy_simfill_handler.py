@@ -16,6 +16,7 @@ from simfill import lambda_handler
 from tests.conftest import order_payload
 from trading import aws
 from trading.actions import submit_order
+from trading.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -156,6 +157,15 @@ def test_it_fails_a_poisoned_message_and_the_rest_of_its_group_only(lambda_env: 
     assert stores.orders.get(before.order_id).status != "ACCEPTED"  # type: ignore[union-attr]
     assert stores.orders.get(after.order_id).status == "ACCEPTED"  # type: ignore[union-attr]
     assert stores.orders.get(other_market.order_id).status != "ACCEPTED"  # type: ignore[union-attr]
+
+
+def test_it_refuses_to_run_the_matcher_as_a_lambda(lambda_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXCHANGE_ENGINE", "matcher")
+    lambda_handler.current_runtime.cache_clear()
+    # Each concurrent sandbox would hold a book of its own and match one market twice.
+    with pytest.raises(ConfigError, match="matcher_worker"):
+        lambda_handler.current_runtime()
+    lambda_handler.current_runtime.cache_clear()
 
 
 def test_it_fails_an_unreadable_body() -> None:
