@@ -442,8 +442,31 @@ def rebuild_books(
         candidates = {o.order_id: o for o in stores.orders.get_many(list(engine.resting_ids(state)))} if state else {}
         later = list(stores.orders.in_market(symbol, snapshot_seq))
         candidates.update((o.order_id, o) for o in later)
+        # A taker whose execution was written part-way (too large for one transaction, so
+        # item by item, and its task died): its trades are there and its own status is not.
+        # The resting orders it traded with rest again as they were before it, so its
+        # message, applied again, makes the same execution, and its writes find the done
+        # ones done.
+        # (A resting order's write lists the trades it took in, so only those are undone.)
+        written = [
+            (trade.sell_order if trade.buy_order == taker.order_id else trade.buy_order, trade)
+            for taker in later
+            if taker.status == ACCEPTED
+            for trade in stores.trades.for_order(taker.order_id, stores.region)
+        ]
+        if written:
+            candidates.update((o.order_id, o) for o in stores.orders.get_many(sorted({m for m, _ in written} - set(candidates))))
+        undo: dict[str, Decimal] = {}
+        for maker_id, trade in written:
+            maker = candidates.get(maker_id)
+            if maker is not None and trade.trade_id in maker.maker_trades:
+                undo[maker_id] = undo.get(maker_id, Decimal(0)) + trade.qty
         resting = sorted(
-            (o for o in candidates.values() if o.status == OPEN and o.region == stores.region and o.symbol == symbol),
+            (
+                replace(o, status=OPEN, filled_qty=o.filled_qty - undo.get(o.order_id, Decimal(0)))
+                for o in candidates.values()
+                if (o.status == OPEN or (o.status == "FILLED" and o.order_id in undo)) and o.region == stores.region and o.symbol == symbol
+            ),
             key=lambda o: o.seq,
         )
         last_seq = max([snapshot_seq, *(o.seq for o in later if o.status != ACCEPTED)])

@@ -133,3 +133,43 @@ def test_a_trade_moves_both_accounts_positions(exchange: Exchange) -> None:
     sequences = exchange.stores[REGION].sequences
     assert sequences.position("bob", "ETH-USD") == Decimal("1.5000")
     assert sequences.position("alice", "ETH-USD") == Decimal("-1.5000")
+
+
+def test_a_task_that_died_part_way_through_a_large_execution_fills_nothing_twice(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trading import store
+
+    worker = matcher(exchange)
+    makers = [submit(exchange, f"maker-{i}", "SELL", "0.1000", f"5000{i}.00", f"big-m{i}") for i in range(3)]
+    worker.process(list(messages(exchange, 3).values()))
+    taker = submit(exchange, "taker", "BUY", "0.3000", "50002.00", "big-t")
+    (message,) = messages(exchange, 1).values()
+    # Too large for one transaction: written item by item, and the task dies after the
+    # first two resting orders' writes (the trades are all in, the third maker's and the
+    # taker's writes are not).
+    monkeypatch.setattr(store, "TRANSACTION_ITEMS", 4)
+    real = store.RegionStores._transact
+    calls: list[int] = []
+
+    def dies_on_the_third(self: Any, items: list[dict[str, Any]], fence: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the task died")
+        return real(self, items, fence)
+
+    monkeypatch.setattr(store.RegionStores, "_transact", dies_on_the_third)
+    with pytest.raises(RuntimeError):
+        worker.process([message])
+    monkeypatch.setattr(store.RegionStores, "_transact", real)
+    assert [stored(exchange, m).status for m in makers] == ["FILLED", "FILLED", "OPEN"]
+    assert stored(exchange, taker).status == "ACCEPTED"
+
+    # Its stand-in rebuilds the book as it was before the taker, and the message, back
+    # after the visibility timeout, makes the same execution: the done writes stay done.
+    stand_in = matcher(exchange, "us-east-1b")
+    wait_for(lambda: stand_in.poll_once() >= 1, 15, message="the message redelivered")
+    assert (stored(exchange, taker).status, stored(exchange, taker).filled_qty) == ("FILLED", Decimal("0.3000"))
+    for maker in makers:
+        done = stored(exchange, maker)
+        assert (done.status, done.filled_qty, len(done.maker_trades)) == ("FILLED", Decimal("0.1000"), 1)
+    fills = exchange.stores[REGION].trades.for_order(taker.order_id, REGION)
+    assert [(t.sell_order, t.price) for t in fills] == [(m.order_id, m.price) for m in makers]
