@@ -410,6 +410,154 @@ def test_it_grants_each_stage_what_it_touches_and_nothing_else(
     assert spare == [], f"{stage}'s policy grants what it never touches: {spare}"
 
 
+# --- the matcher task (ECS): deploy/matcher/ecs-task-<region>.json, deploy/iam/matcher.json ---
+
+MATCHER_TASKS = {region: ROOT / "deploy" / "matcher" / f"ecs-task-{region}.json" for region in ("us-east-1", "eu-west-1")}
+
+
+@pytest.fixture
+def matcher_deployed(moto_server: Any, monkeypatch: pytest.MonkeyPatch, settings: Any, embedded_book_redis: Any, book_redis: Any) -> Any:
+    """The task's environment as its task definition sets it (the secrets' values in place
+    of the parameters, which read_task_secrets reads), REDIS_URL the embedded test Redis
+    standing for ElastiCache, and the project's resources in moto."""
+    from reconcile_panel.provision import ensure_reconcile_tables
+    from trading.config import ExchangeConfig
+    from trading.provision import bootstrap, ensure_connections_table
+    from trading.queue import forget_urls
+
+    def deploy(region: str, position_limit: str = "") -> Any:
+        container = json.loads(MATCHER_TASKS[region].read_text())["containerDefinitions"][0]
+        for entry in container["environment"]:
+            if entry["name"].endswith("_PARAM"):
+                monkeypatch.delenv(entry["name"], raising=False)
+            else:
+                monkeypatch.setenv(entry["name"], entry["value"])
+        monkeypatch.setenv("DJANGO_SECRET_KEY", "s" * 60)
+        monkeypatch.setenv("REDIS_URL", embedded_book_redis.url)
+        monkeypatch.setenv("EXCHANGE_VAR_DIR", str(ROOT / "var" / "test-artifacts" / "matcher-task"))
+        monkeypatch.setenv("EXCHANGE_POSITION_LIMIT", position_limit)
+        config = ExchangeConfig.from_env()
+        settings.EXCHANGE = config
+        moto_server.reset()
+        forget_urls()
+        bootstrap(config)
+        ensure_reconcile_tables(config)
+        for each in config.regions:
+            ensure_connections_table(each, config.table_prefix)
+        book_redis.flushall()
+        return config
+
+    return deploy
+
+
+def run_matcher_task(argv: list[str], done: Any) -> None:
+    """`manage.py matcher_worker ...` in this process, as the container runs it, stopped by
+    SIGTERM (as ECS stops a task) once `done()` holds."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from django.core.management import call_command
+
+    def stop_when_done() -> None:
+        deadline = time.monotonic() + 60
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    watcher = threading.Thread(target=stop_when_done, daemon=True)
+    watcher.start()
+    try:
+        call_command("matcher_worker", *argv, "--wait", "1")
+    finally:
+        watcher.join(70)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert done(), f"the task stopped before its orders were settled: {argv}"
+
+
+def drive_matcher(region: str, config: Any, recorder: Recorder, redis_lost: Any = None) -> None:
+    """The region's task twice: the first AZ's task fills a cross, rests and cancels orders
+    and persists its books on SIGTERM; then the task ECS starts in the other AZ stands in,
+    rebuilds the books from that snapshot (from DynamoDB after `redis_lost()`, else from
+    Redis) and the orders after it, and matches again. Each task is a fresh process: no
+    queue URL known yet."""
+    from trading.actions import Exchange, cancel_order, submit_order
+    from trading.queue import forget_urls
+
+    exchange = Exchange(config=config)
+    stores = exchange.stores[region]
+    symbol = next(m.symbol for m in config.markets if m.home_region == region)
+    price = config.market(symbol).reference_price
+
+    def place(client: str, side: str, qty: str, at: Any, key: str) -> Any:
+        return submit_order(exchange, client, {"symbol": symbol, "side": side, "qty": qty, "price": str(at), "region": region}, key)[0]
+
+    def final(*orders: Any) -> Any:
+        return lambda: all(not stores.orders.get(o.order_id).is_open for o in orders)
+
+    first, second = config.azs(region)
+    resting = place("maker", "SELL", "1.0000", price, f"{region}-m1")
+    taker = place("taker", "BUY", "0.4000", price, f"{region}-t1")
+    gone = place("maker", "BUY", "0.5000", price / 2, f"{region}-m2")
+    cancel_order(exchange, gone)
+    forget_urls()
+    with recorder.recording():
+        run_matcher_task(["--region", region, "--az", first], final(taker, gone))
+    later = place("taker", "BUY", "0.6000", price, f"{region}-t2")
+    if redis_lost is not None:
+        redis_lost()
+    forget_urls()
+    with recorder.recording():
+        run_matcher_task(["--region", region, "--az", second, "--stand-in-for", first], final(later, resting))
+
+
+def read_task_secrets(region: str, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the task does at start with the parameters its task definition names."""
+    from trading.config import ExchangeConfig, env_secret
+
+    container = json.loads(MATCHER_TASKS[region].read_text())["containerDefinitions"][0]
+    parameters = {e["name"][: -len("_PARAM")]: e["value"] for e in container["environment"] if e["name"].endswith("_PARAM")}
+    assert set(parameters) == {"DJANGO_SECRET_KEY", "REDIS_URL"}
+    for name, parameter in parameters.items():
+        value = "s" * 60 if name == "DJANGO_SECRET_KEY" else "redis://:token@master.example.cache.amazonaws.com:6379/0"
+        aws.client("ssm", region).put_parameter(Name=parameter, Value=value, Type="SecureString", Overwrite=True)
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(f"{name}_PARAM", parameter)
+    aws.forget_parameters()
+    with recorder.recording():
+        assert env_secret("DJANGO_SECRET_KEY") == "s" * 60
+        assert ExchangeConfig.from_env().redis_url == "redis://:token@master.example.cache.amazonaws.com:6379/0"
+    aws.forget_parameters()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("region", sorted(MATCHER_TASKS))
+def test_it_grants_the_matcher_task_what_it_touches_and_nothing_else(
+    region: str, matcher_deployed: Any, recorder: Recorder, monkeypatch: pytest.MonkeyPatch, book_redis: Any
+) -> None:
+    needs: set[Need] = set()
+    resources: set[str] = set()
+    for position_limit in CONFIGURATIONS:
+        config = matcher_deployed(region, position_limit)
+        # With a limit, the stand-in also finds the snapshot Redis emptied (a failover).
+        drive_matcher(region, config, recorder, redis_lost=book_redis.flushall if position_limit else None)
+        read_task_secrets(region, recorder, monkeypatch)
+        needs |= recorder.needs
+        resources |= project_resources(config)
+        recorder.needs = set()
+    statements = policy("matcher", region)
+    for statement in statements:
+        if "kms:Decrypt" in statement["Action"]:
+            assert statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService") == f"ssm.{region}.amazonaws.com"
+    missing = sorted(n for n in needs if not granted(statements, n))
+    assert missing == [], f"the matcher task in {region} touches what its policy does not grant: {missing}"
+    spare = unneeded_grants(statements, needs, resources)
+    assert spare == [], f"the matcher task's policy grants what it never touches: {spare}"
+
+
 # --- the deployer: what the post-deploy callback calls ------------------------------
 
 # Lambda allows these on "*" only (no resource-level permission); Create is narrowed by
