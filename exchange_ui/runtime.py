@@ -399,49 +399,51 @@ class Runtime:
         ]
 
     def _game_day_loop(self) -> None:
-        """Clients behave as they do in a real partition, once per partition.
-
-        A retry fails over to the other region with the same idempotency key (duplicate
-        fill), a cancel lands in one region while the retry fills in the other, and, with
-        EXCHANGE_POSITION_LIMIT set, an account buys up to its limit in each region (each
-        region's ingest lets its own buy through and refuses a further one). The
-        reconciler then has real conflicts to decide when the partition heals.
-        """
-        from reconcile_panel.scenarios import PartitionPlay, wait_until_final
-
-        market = self.config.markets[0]
-        makers = self.synthetic.flow if isinstance(self.synthetic, MatcherTraders) else None
-        # Under the matcher an order trades only with resting ones: the clients send
-        # immediate-or-cancel orders through every level of the makers' ladder, so each copy
-        # settles with what its region's book gave it.
-        settle = wait_until_final(self.exchange, timeout_s=20, cancel_after_s=2.0 if makers is not None else None)
+        """Clients behave as they do in a real partition, once per partition (partition_play)."""
         played = 0
         was_cut = False
         while not self.stop_event.wait(0.5):
             cut = self.cut_pairs()
             if cut and not was_cut:
                 played += 1
-                limit = self.config.position_limit(market.symbol)
-                play = PartitionPlay(
-                    self.exchange,
-                    settle,
-                    cut[0],
-                    limit=limit if limit is not None else Decimal("1"),
-                    symbol=market.symbol,
-                    # Off the reference price, so the P&L adjustments are not all zero.
-                    price=str(
-                        makers.through_price(market.symbol, "BUY")
-                        if makers is not None
-                        else (market.reference_price * Decimal("1.001")).quantize(market.tick)
-                    ),
-                    tag=f"gameday-s{self.config.seed}-{played}",
-                )
                 try:
-                    results = play.run()
+                    results = self.partition_play(cut[0], played).run()
                     log.info("partition game day: %s", ", ".join(f"{d.kind}={'yes' if d.happened else 'no'}" for d in results))
                 except Exception:
                     log.exception("partition game-day clients failed")
             was_cut = bool(cut)
+
+    def partition_play(self, pair: tuple[str, str], played: int = 1) -> Any:
+        """What the game-day clients do in a partition of `pair` (a PartitionPlay to run).
+
+        A retry fails over to the other region with the same idempotency key (duplicate
+        fill), a cancel lands in one region while the retry fills in the other, and, with
+        EXCHANGE_POSITION_LIMIT set, an account buys up to its limit in each region (each
+        region's ingest lets its own buy through and refuses a further one). The
+        reconciler then has real conflicts to decide when the partition heals. Under the
+        matcher an order trades only with resting ones: the clients send immediate-or-cancel
+        orders through every level of the makers' ladder, so each copy settles with what
+        its region's book gave it.
+        """
+        from reconcile_panel.scenarios import PartitionPlay, wait_until_final
+
+        market = self.config.markets[0]
+        makers = self.synthetic.flow if isinstance(self.synthetic, MatcherTraders) else None
+        limit = self.config.position_limit(market.symbol)
+        return PartitionPlay(
+            self.exchange,
+            wait_until_final(self.exchange, timeout_s=20, cancel_after_s=2.0 if makers is not None else None),
+            pair,
+            limit=limit if limit is not None else Decimal("1"),
+            symbol=market.symbol,
+            # Off the reference price, so the P&L adjustments are not all zero.
+            price=str(
+                makers.through_price(market.symbol, "BUY")
+                if makers is not None
+                else (market.reference_price * Decimal("1.001")).quantize(market.tick)
+            ),
+            tag=f"gameday-s{self.config.seed}-{played}",
+        )
 
     def _sweep_loop(self) -> None:
         # Every 2 s the sends this process saw fail are re-sent (from memory, no scan).

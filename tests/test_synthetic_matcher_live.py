@@ -130,3 +130,24 @@ def test_it_has_takers_failover_become_conflicts_only_in_a_partition(partitionab
 
     wait_for(decided, timeout_s=90, interval_s=0, message="a duplicate_fill conflict from the traders' failovers")
     assert {c["client"] for c in found} <= set(TAKERS)
+
+
+@pytest.mark.parametrize("config", ["matcher"], indirect=True)
+def test_it_has_the_game_day_clients_fill_a_retry_in_both_regions_books_under_the_matcher(partitionable: Runtime) -> None:
+    traders, replicator = partitionable.synthetic, partitionable.replicator
+    assert isinstance(traders, MatcherTraders)
+    east, west = partitionable.config.regions
+    symbol = partitionable.config.markets[0].symbol
+
+    def books_alive() -> bool:
+        traders.run_step()
+        return all(both_sides(partitionable, region, symbol) for region in (east, west))
+
+    wait_for(books_alive, timeout_s=30, interval_s=0.1, message="both regions' books quoted")
+    replicator.drain()
+    results = partitionable.partition_play((east, west)).run(cut=replicator.paused(east, west))
+    duplicate = results[0]
+    assert duplicate.kind == "duplicate_fill" and duplicate.happened, duplicate
+    # Immediate-or-cancel: every copy settled (filled, or cancelled with what it got).
+    assert all(not copy.is_open for divergence in results for copy in divergence.copies)
+    assert {copy.region for copy in duplicate.copies} == {east, west}
