@@ -37,7 +37,8 @@ from reconcile_panel.reconciler import (
     acceptance_from_order_item,
     conflict_acceptances,
     decision_items,
-    fill_from_trade_item,
+    fills_from_trade_item,
+    maker_order_of,
     reconcile,
     record_json,
     unsettled_orders,
@@ -86,7 +87,7 @@ def ledger_of(history: History) -> Ledger:
     acceptances = [acceptance_from_order_item(item, writers[pk]) for pk, item in orders.items() if "orderId" in item]
     # Conflict records witness the region copies that last-writer-wins overwrote.
     acceptances += conflict_acceptances(records.values())
-    fills = [fill_from_trade_item(item) for item in trades.values() if "tradeId" in item]
+    fills = [fill for item in trades.values() if "tradeId" in item for fill in fills_from_trade_item(item)]
     return Ledger(tuple(acceptances), tuple(fills), history.reference_prices, history.limits)
 
 
@@ -125,6 +126,9 @@ def check(history: History) -> dict[str, Any]:
     trades_by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in trades.values():
         trades_by_order[str(item.get("orderId"))].append(item)
+        maker = maker_order_of(item) if "orderId" in item else None
+        if maker is not None:
+            trades_by_order[maker].append(item)  # a matched trade fills its resting order too
     records_by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in records.values():
         records_by_order[str(item.get("orderId"))].append(item)

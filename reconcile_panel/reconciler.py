@@ -335,8 +335,9 @@ def _rank(c: Acceptance) -> tuple[int, int, str]:
     return (c.accept_ms, c.seq, c.region)
 
 
-def _fill_order(f: Fill) -> tuple[int, str]:
-    return (f.fill_index, f.trade_id)
+def _fill_order(f: Fill) -> tuple[int, int, str]:
+    # A maker's fills come from several takers' executions: in the order the book made them.
+    return (f.seq, f.fill_index, f.trade_id)
 
 
 def _group(ledger: Ledger) -> dict[str, _Order]:
@@ -349,12 +350,13 @@ def _group(ledger: Ledger) -> dict[str, _Order]:
         known = order.copies.get(acc.region)
         if known is None or (known.updated_ms, known.status in CLOSED) <= (acc.updated_ms, acc.status in CLOSED):
             order.copies[acc.region] = acc
-    seen: set[str] = set()
+    # A trade counted once per order it fills (a matched trade fills its maker too).
+    seen: set[tuple[str, str]] = set()
     for fill in ledger.fills:
-        trade_id = fill.trade_id
-        if trade_id in seen:
+        key = (fill.trade_id, fill.order_id)
+        if key in seen:
             continue
-        seen.add(trade_id)
+        seen.add(key)
         order = get(fill.order_id)
         if order is None:
             order = orders[fill.order_id] = _Order(fill.order_id)
@@ -380,9 +382,17 @@ class _Builder:
         self.conflicts: list[Conflict] = []
         self.compensations: list[Compensation] = []
         self.adjustments: list[Adjustment] = []
+        # trade id -> what the decisions so far reverse of it. A matched trade is a fill of
+        # two orders: reversed once, by the first decision that reaches it from either side.
+        self.reversed: dict[str, Decimal] = {}
 
     def reverse(self, conflict: Conflict, fill: Fill, reversed_qty: Decimal) -> None:
-        exec_type = TRADE_CANCEL if reversed_qty == fill.qty else TRADE_CORRECT
+        already = self.reversed.get(fill.trade_id, ZERO)
+        reversed_qty = min(reversed_qty, fill.qty - already)
+        if reversed_qty <= ZERO:
+            return
+        self.reversed[fill.trade_id] = already + reversed_qty
+        exec_type = TRADE_CANCEL if already + reversed_qty == fill.qty else TRADE_CORRECT
         cid = conflict.conflict_id
         comp_id = compensation_id(cid, fill.trade_id)
         comp = Compensation(
@@ -399,7 +409,7 @@ class _Builder:
             qty=fill.qty,
             price=fill.price,
             reversed_qty=reversed_qty,
-            corrected_qty=fill.qty - reversed_qty,
+            corrected_qty=fill.qty - already - reversed_qty,
             decided_ms=conflict.decided_ms,
         )
         self.compensations.append(comp)
@@ -482,7 +492,7 @@ def _decide_limits(
     """Rule 2: per (account, market), cut fills back to the position limit, replaying from
     the account's opening (what its retired orders left) if it has one."""
     openings = openings or {}
-    accounts: dict[tuple[str, str], list[tuple[tuple[int, int, str], int, str, Fill]]] = defaultdict(list)
+    accounts: dict[tuple[str, str], list[tuple[tuple[int, int, str], int, int, str, Fill]]] = defaultdict(list)
     unsettled_accounts: set[tuple[str, str]] = set()
     for order in orders.values():
         copies = order.copies
@@ -509,24 +519,28 @@ def _decide_limits(
         rank = (stand_copy.accept_ms, stand_copy.seq, region) if stand_copy else (UNKNOWN_RANK, UNKNOWN_RANK, region)
         entries = accounts[(client, symbol)]
         for fill in fills:
-            entries.append((rank, fill.fill_index, fill.trade_id, fill))
+            if out.reversed.get(fill.trade_id, ZERO) >= fill.qty:
+                continue  # busted by rule 1 on its other order (a matched trade's other side)
+            entries.append((rank, fill.seq, fill.fill_index, fill.trade_id, fill))
     for account in sorted(accounts):
         if account in unsettled_accounts:
             continue
         client, symbol = account
         limit = limits[symbol]
-        # (rank, fill index, trade id) is unique (a trade id is counted once): the fill is never compared.
+        # (rank, seq, fill index, trade id) is unique (a trade id is counted once per order): the fill is never compared.
         entries = sorted(accounts[account])
         opening = openings.get(account, NO_OPENING)
         position = opening.position
         # order id -> [(fill, reversed qty, position before, index of the fill in `entries`)]
         breaches: dict[str, list[tuple[Fill, Decimal, Decimal, int]]] = defaultdict(list)
-        for index, (_, _, _, fill) in enumerate(entries):
+        for index, (_, _, _, _, fill) in enumerate(entries):
             sign = 1 if fill.side == "BUY" else -1
             room = max(limit - sign * position, ZERO)  # how far this side may still go
-            kept = min(fill.qty, room)
-            if kept < fill.qty:
-                breaches[fill.order_id].append((fill, fill.qty - kept, position, index))
+            # What an earlier account's cut left of a matched trade (all of it otherwise).
+            whole = fill.qty - out.reversed.get(fill.trade_id, ZERO)
+            kept = min(whole, room)
+            if kept < whole:
+                breaches[fill.order_id].append((fill, whole - kept, position, index))
             position += sign * kept
         for order_id in sorted(breaches):
             cut = breaches[order_id]
@@ -534,7 +548,7 @@ def _decide_limits(
             order = orders[order_id]
             stand_region, stand_fills = standing[order_id]
             # Only the facts up to the last cut fill: later fills cannot change this decision.
-            prefix = [e[3] for e in entries[: cut[-1][3] + 1]]
+            prefix = [e[4] for e in entries[: cut[-1][3] + 1]]
             first_fill, _, before, _ = cut[0]
             conflict = Conflict(
                 conflict_id=conflict_id(OVER_LIMIT, order_id),
@@ -826,6 +840,44 @@ def fill_from_trade_item(item: Mapping[str, Any]) -> Fill:
         fill_index=int(item["fillIndex"]),
         ts_ms=int(item["timestamp"]),
     )
+
+
+def maker_order_of(item: Mapping[str, Any]) -> str | None:
+    """The resting order a trade item also fills: the side that is not its `orderId`, when
+    that is a real order (the matcher), not the made-up counterparty (SimFill's `SIM-MM-n`)."""
+    buy, sell = str(item.get("buyOrder", "")), str(item.get("sellOrder", ""))
+    taker = str(item["orderId"])
+    other = sell if buy == taker else buy
+    if not other or other == taker or other == str(item.get("counterparty", "")):
+        return None
+    return other
+
+
+def maker_fill(taker: Fill, maker_order: str) -> Fill:
+    """A matched trade as a fill of its maker order: the maker's account, the other side,
+    the same trade id, quantity, price, region, seq and time."""
+    return Fill(
+        trade_id=taker.trade_id,
+        order_id=maker_order,
+        region=taker.region,
+        client=taker.counterparty,
+        counterparty=taker.client,
+        symbol=taker.symbol,
+        side=_opposite(taker.side),
+        qty=taker.qty,
+        price=taker.price,
+        seq=taker.seq,
+        fill_index=taker.fill_index,
+        ts_ms=taker.ts_ms,
+    )
+
+
+def fills_from_trade_item(item: Mapping[str, Any]) -> tuple[Fill, ...]:
+    """A Trades table item as the fills it makes: its taker's, and its maker's when the
+    other side is a real order (a SimFill trade fills one order only)."""
+    taker = fill_from_trade_item(item)
+    maker = maker_order_of(item)
+    return (taker,) if maker is None else (taker, maker_fill(taker, maker))
 
 
 def conflict_to_item(c: Conflict) -> dict[str, Any]:

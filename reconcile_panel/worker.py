@@ -47,7 +47,7 @@ from reconcile_panel.reconciler import (
     Opening,
     acceptance_from_order_item,
     decision_items,
-    fill_from_trade_item,
+    fills_from_trade_item,
     gc_paused,
     reconcile,
     retire,
@@ -110,7 +110,8 @@ class ReconcileWorker:
         self.sequences = SequenceStore(self.home_region, table_names(config.table_prefix)["sequences"])
         self.poll_interval_s = poll_interval_s
         self.copies: dict[tuple[str, str], Acceptance] = {}
-        self.fills: dict[str, Fill] = {}
+        # (trade id, order id) -> the fill: a matched trade fills its taker and its maker.
+        self.fills: dict[tuple[str, str], Fill] = {}
         self._fills_by_order: dict[str, set[str]] = defaultdict(set)
         self._regions_by_order: dict[str, set[str]] = defaultdict(set)
         self._orders_by_account: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -196,17 +197,20 @@ class ReconcileWorker:
                 self.stream_ms = written
             if is_replica(image):
                 return
-            fill = fill_from_trade_item(image)
-            tomb = self._tombstones.get(fill.order_id)
-            if tomb is not None:
-                if any(f.trade_id == fill.trade_id for f in tomb.fills):
-                    self.late_records_dropped += 1
-                    return
-                self._restore(fill.order_id)
-            self.fills[fill.trade_id] = fill
-            self._fills_by_order[fill.order_id].add(fill.trade_id)
-            self._orders_by_account[(fill.client, fill.symbol)].add(fill.order_id)
-            self._touched.add(fill.order_id)
+            for fill in fills_from_trade_item(image):
+                self._ingest_fill(fill)
+
+    def _ingest_fill(self, fill: Fill) -> None:
+        tomb = self._tombstones.get(fill.order_id)
+        if tomb is not None:
+            if any(f.trade_id == fill.trade_id for f in tomb.fills):
+                self.late_records_dropped += 1
+                return
+            self._restore(fill.order_id)
+        self.fills[(fill.trade_id, fill.order_id)] = fill
+        self._fills_by_order[fill.order_id].add(fill.trade_id)
+        self._orders_by_account[(fill.client, fill.symbol)].add(fill.order_id)
+        self._touched.add(fill.order_id)
 
     def _superseded_by(self, image: dict, region: str) -> None:
         """Another region's final copy overwrote this region's open one: it will never fill."""
@@ -236,7 +240,7 @@ class ReconcileWorker:
             self._regions_by_order[order_id].add(copy.region)
             self._orders_by_account[(copy.client, copy.symbol)].add(order_id)
         for fill in tomb.fills:
-            self.fills[fill.trade_id] = fill
+            self.fills[(fill.trade_id, order_id)] = fill
             self._fills_by_order[order_id].add(fill.trade_id)
             self._orders_by_account[(fill.client, fill.symbol)].add(order_id)
         self._held_in[order_id].update(self.config.regions)  # it retired held everywhere
@@ -259,7 +263,7 @@ class ReconcileWorker:
                 fills = list(self.fills.values())
             else:
                 copies = [self.copies[(o, r)] for o in order_ids for r in self._regions_by_order.get(o, ())]
-                fills = [self.fills[t] for o in order_ids for t in self._fills_by_order.get(o, ())]
+                fills = [self.fills[(t, o)] for o in order_ids for t in self._fills_by_order.get(o, ())]
             openings = dict(self.openings)
         return Ledger(tuple(copies), tuple(fills), self.reference_prices, self.limits, openings)
 
@@ -363,7 +367,7 @@ class ReconcileWorker:
         regions = self._regions_by_order.pop(order_id, ())
         copies = tuple(self.copies.pop((order_id, region)) for region in sorted(regions))
         trade_ids = self._fills_by_order.pop(order_id, ())
-        fills = tuple(self.fills.pop(trade_id) for trade_id in sorted(trade_ids))
+        fills = tuple(self.fills.pop((trade_id, order_id)) for trade_id in sorted(trade_ids))
         self._held_in.pop(order_id, None)
         for pk in self._written_by_order.pop(order_id, ()):
             self._written.discard(pk)

@@ -175,24 +175,16 @@ def test_it_rests_crosses_cancels_and_rebuilds_the_book_in_a_stand_in(runtime: R
     assert history_violations(runtime) == []
 
 
-# The reconciler counts a trade as a fill of its `orderId` (the taker) only: a resting
-# order's fills (the same trades, as the maker) are not its fills there yet, so it reads
-# as unsettled. Every other rule of check_history holds under the matcher.
-NOT_YET_MAKER_AWARE = {"one_decision_per_conflict"}
+def history_violations(runtime: Runtime) -> list[dict[str, Any]]:
+    return check(load_history(runtime.config))["violations"]
 
 
-def history_violations(runtime: Runtime, skip: set[str] = NOT_YET_MAKER_AWARE) -> list[dict[str, Any]]:
-    result = check(load_history(runtime.config))
-    return [v for v in result["violations"] if v["rule"] not in skip]
-
-
-@pytest.mark.xfail(strict=True, reason="the reconciler does not yet count a trade as a fill of its maker order")
 def test_check_history_counts_a_makers_fills(runtime: Runtime) -> None:
     wait_for(lambda: runtime.workers[ACTIVE].ready, message="the active matcher ready")
     maker = submit(runtime, "alice", "BUY", "0.5000", "49990.00", "x1")
     taker = submit(runtime, "bob", "SELL", "0.5000", "49990.00", "x2")
     wait_for(lambda: status_of(runtime, maker)[0] == status_of(runtime, taker)[0] == "FILLED", message="both filled")
-    assert history_violations(runtime, skip=set()) == []
+    assert history_violations(runtime) == []
 
 
 def test_a_stand_in_rebuilds_the_book_the_dead_task_held(runtime: Runtime) -> None:
