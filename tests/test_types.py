@@ -9,6 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CORE = [
     "trading/domain.py",
+    "trading/markets.py",
+    "trading/names.py",
     "trading/config.py",
     "trading/limits.py",
     "trading/metrics.py",

@@ -1,18 +1,19 @@
 """The exchange's own configuration, read from the environment.
 
 Django-free on purpose: the SimFill Lambda handler imports this without booting Django,
-and `exchange_ui/settings.py` exposes the same object as `settings.EXCHANGE`.
+and `exchange_ui/settings.py` exposes the same object as `settings.EXCHANGE`. The
+dataclasses themselves are plain data in `trading.markets`; import them from here.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 from trading.limits import parse_limits
+from trading.markets import ExchangeConfig as _ExchangeConfig
+from trading.markets import Market as Market  # re-exported: `from trading.config import ExchangeConfig, Market`
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state: the SQLite mirror, the embedded AWS endpoint, demo logins, logs.
@@ -88,20 +89,6 @@ def env_secret(name: str) -> str:
         raise ConfigError(f"{name}_PARAM: cannot read SSM parameter {parameter!r} in {region}: {error}") from error
 
 
-@dataclass(frozen=True)
-class Market:
-    """A tradable symbol and the limits its orders are validated against."""
-
-    symbol: str
-    home_region: str
-    tick: Decimal = Decimal("0.01")
-    lot: Decimal = Decimal("0.0001")
-    min_qty: Decimal = Decimal("0.0001")
-    max_qty: Decimal = Decimal("1000")
-    max_price: Decimal = Decimal("10000000")
-    reference_price: Decimal = Decimal("50000")
-
-
 # Reference prices for well-known symbols; anything else trades around 100.
 _REFERENCE_PRICES = {
     "BTC-USD": Decimal("50000"),
@@ -110,56 +97,10 @@ _REFERENCE_PRICES = {
 }
 
 
-@dataclass(frozen=True)
-class ExchangeConfig:
-    regions: tuple[str, ...]
-    markets: tuple[Market, ...]
-    engine: str
-    seed: int
-    synthetic_rate: Decimal
-    azs_per_region: int
-    endpoint_url: str | None
-    redis_url: str | None
-    table_prefix: str
-    visibility_timeout_s: int
-    reroute: bool = True
-    idempotency: bool = True
-    # Per-account position limit per market (EXCHANGE_POSITION_LIMIT); absent: no limit.
-    position_limits: Mapping[str, Decimal] = field(default_factory=dict)
-    # Experiments not yet final (pending, running, stopping) at once (EXCHANGE_MAX_EXPERIMENTS).
-    max_experiments: int = 4
-    # Orders one user may submit over HTTP: `user_order_rate` a second sustained, up to
-    # `user_order_burst` at once (EXCHANGE_USER_ORDER_RATE, EXCHANGE_USER_ORDER_BURST); a rate of 0: no limit.
-    user_order_rate: Decimal = Decimal("50")
-    user_order_burst: int = 200
-    # Open sockets per user and in all, per server process (EXCHANGE_USER_SOCKETS, EXCHANGE_MAX_SOCKETS).
-    user_sockets: int = 32
-    max_sockets: int = 5000
-    # How long, in the streams' own time, the reconcile worker keeps a settled order that
-    # every region holds before it retires it (EXCHANGE_RECONCILE_HORIZON_S).
-    reconcile_horizon_s: int = 300
-    # The matcher persists each book's snapshot to DynamoDB every this many seconds or
-    # seqs, whichever comes first (EXCHANGE_SNAPSHOT_EVERY_S, EXCHANGE_SNAPSHOT_EVERY_SEQ);
-    # Redis has it after every batch.
-    snapshot_every_s: int = 5
-    snapshot_every_seq: int = 500
-
-    @property
-    def market_symbols(self) -> tuple[str, ...]:
-        return tuple(m.symbol for m in self.markets)
-
-    def position_limit(self, symbol: str) -> Decimal | None:
-        return self.position_limits.get(symbol)
-
-    def market(self, symbol: str) -> Market | None:
-        for market in self.markets:
-            if market.symbol == symbol:
-                return market
-        return None
-
-    def azs(self, region: str) -> tuple[str, ...]:
-        letters = "abcdefghij"
-        return tuple(f"{region}{letters[i]}" for i in range(self.azs_per_region))
+class ExchangeConfig(_ExchangeConfig):
+    """The exchange's configuration: the plain dataclass of `trading.markets` (which the pure
+    core takes) with its reader from the environment. Build it from here, so that every
+    instance is of this one class (a dataclass equals only an instance of its own class)."""
 
     @classmethod
     def from_env(cls) -> ExchangeConfig:
@@ -195,8 +136,7 @@ class ExchangeConfig:
             synthetic_rate=env_decimal("EXCHANGE_SYNTHETIC_RATE", "2"),
             azs_per_region=env_int("EXCHANGE_AZS_PER_REGION", 2, minimum=1),
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            # An ElastiCache URL carries its AUTH token: a deployed task names the parameter (REDIS_URL_PARAM).
-            redis_url=env_secret("REDIS_URL") or None,
+            redis_url=os.environ.get("REDIS_URL") or None,
             table_prefix=env_str("EXCHANGE_TABLE_PREFIX", "exchange"),
             visibility_timeout_s=env_int("EXCHANGE_VISIBILITY_TIMEOUT", 5, minimum=1),
             reroute=env_bool("EXCHANGE_REROUTE", True),

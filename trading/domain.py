@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from trading.config import ExchangeConfig, Market
+from trading.markets import ExchangeConfig, Market
 
 SIDES = ("BUY", "SELL")
 # ACCEPTED: written, not seen by the engine yet. OPEN: resting in the matcher's book
