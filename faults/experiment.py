@@ -15,9 +15,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Union
 
 from faults.templates import ACCOUNT, APP_TAG, Action, Plan
-from trading.config import ExchangeConfig
-from trading.queue import queue_name
-from trading.store import table_names
+from trading.markets import ExchangeConfig
+from trading.names import queue_name, table_names
 
 EXPERIMENT_STATES = ("pending", "initiating", "running", "completed", "stopping", "stopped", "failed", "cancelled")
 ACTION_STATES = ("pending", "initiating", "running", "completed", "cancelled", "skipped", "stopping", "stopped", "failed")

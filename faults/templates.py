@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trading.config import ExchangeConfig
+from trading.markets import ExchangeConfig
 
 ACCOUNT = "000000000000"  # the simulated account: moto's default is 123456789012, FIS examples use zeros
 APP_TAG = {"exchange:app": "exchange"}

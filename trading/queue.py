@@ -8,14 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trading import aws
-
-
-def queue_name(prefix: str, region: str) -> str:
-    return f"{prefix}-orders-{region}.fifo"
-
-
-def dlq_name(prefix: str, region: str) -> str:
-    return f"{prefix}-orders-dlq-{region}.fifo"
+from trading.names import dlq_name as dlq_name  # re-exported: the names are pure (trading.names)
+from trading.names import queue_name as queue_name
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from trading import aws
 from trading.domain import FINAL_STATUSES, OPEN_STATUSES, Order, StatusChange, Trade
 from trading.limits import ZERO, signed
+from trading.names import table_names as table_names  # re-exported: the names are pure (trading.names)
 
 log = logging.getLogger(__name__)
 _ser = TypeSerializer()
@@ -130,16 +131,6 @@ def query_newest(ddb: Any, table: str, index: IndexSpec, value: str, limit: int,
         if "LastEvaluatedKey" not in page:
             return
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def table_names(prefix: str) -> dict[str, str]:
-    return {
-        "orders": f"{prefix}-orders",
-        "trades": f"{prefix}-trades",
-        "sequences": f"{prefix}-sequences",
-        # Conflicts, compensations and P&L adjustments (reconcile_panel writes them).
-        "reconcile": f"{prefix}-reconcile",
-    }
 
 
 # --- item <-> domain -------------------------------------------------------------
