@@ -336,18 +336,17 @@ class OrderStore:
         replay or a twin that won the race): nothing is written, no number is burnt.
 
         The counter's update is conditional on the value this process last saw, so one
-        round trip does what an ADD then a put did in two (measured: 11.5 ms against
-        16.5 ms on the embedded moto). Another writer of the market (a second facade, a
-        Lambda container) makes that value stale: the cancelled transaction hands back
-        the counter as it is, and the retry carries the next number. A market that keeps
-        moving under us falls back to the ADD, which always makes progress. A throttled
-        (or 5xx, or dropped) attempt is retried as the SDK would, up to aws.ATTEMPTS in
-        all, but backs off with the market's lock released.
+        round trip both numbers and writes. Another writer of the market (a second
+        facade, a Lambda container) makes that value stale: the cancelled transaction
+        hands back the counter as it is, and the retry carries the next number; a market
+        that keeps moving under us falls back to an ADD, which always makes progress. A
+        throttled (or 5xx, or dropped) attempt is retried up to aws.ATTEMPTS in all,
+        backing off with the market's lock released.
 
-        Group commit: requests of the same market that arrive while a transaction is in
-        flight wait in the market's queue, and the next holder of the lock writes them
-        all (up to COMMIT_BATCH) in one transaction, numbered in queue order, with one
-        counter claim. One request alone is a batch of one, as before.
+        Requests of one market that arrive while its transaction is in flight wait in the
+        market's queue; the next holder of the lock writes them all (up to COMMIT_BATCH)
+        in one transaction, numbered in queue order, with one counter claim. Why, and the
+        measurements behind it: docs/decisions/0001-sequenced-order-write.md.
         """
         key = (sequences.region, sequences.table, symbol)
         queue = _commit_queue(key)
@@ -396,8 +395,8 @@ class OrderStore:
 
     def _commit(self, sequences: SequenceStore, symbol: str, key: tuple[str, str, str], queue: deque[_Commit], batch: list[_Commit]) -> None:
         # One attempt per call, retried here: the SDK's own retries would back off (up to
-        # 1 + 2 + 4 s) holding the market's lock, and a throttling fault then let a few
-        # orders a second through the whole market (the 10,000-order soak, every pass).
+        # 1 + 2 + 4 s) holding the market's lock, and a throttling fault would then let only
+        # a few orders a second through the whole market (the 10,000-order soak, every pass).
         once = aws.client("dynamodb", self.region, retries=False)
         stale = 0
         while batch:
