@@ -396,7 +396,7 @@ class OrderStore:
     def _commit(self, sequences: SequenceStore, symbol: str, key: tuple[str, str, str], queue: deque[_Commit], batch: list[_Commit]) -> None:
         # One attempt per call, retried here: the SDK's own retries would back off (up to
         # 1 + 2 + 4 s) holding the market's lock, and a throttling fault would then let only
-        # a few orders a second through the whole market (the 10,000-order soak, every pass).
+        # a few orders a second through the whole market.
         once = aws.client("dynamodb", self.region, retries=False)
         stale = 0
         while batch:
