@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from reconcile_panel.codec import maker_order_of
+from simfill.engine import SIM_COUNTERPARTIES
 from trading.config import ExchangeConfig
 from trading.limits import ZERO, signed
 from trading.store import RegionStores
@@ -35,6 +37,22 @@ def position_delta(role: str, item: Mapping[str, Any]) -> tuple[str, str, Decima
     return None
 
 
+def position_deltas(role: str, item: Mapping[str, Any]) -> list[tuple[str, str, Decimal]]:
+    """Every (client, symbol, signed change) the record makes: `position_delta`'s, and for a
+    trade between two real orders (the matcher) its maker's account the other way, as the
+    matcher moves both; likewise a compensation of such a trade gives both accounts theirs
+    back. SimFill's made-up counterparties (`SIM-MM-n`) hold no position."""
+    delta = position_delta(role, item)
+    if delta is None:
+        return []
+    other = str(item.get("counterparty", ""))
+    if role == "trades":
+        two_sided = maker_order_of(item) is not None
+    else:
+        two_sided = bool(other) and other not in SIM_COUNTERPARTIES and other != delta[0]
+    return [delta, (other, delta[1], -delta[2])] if two_sided else [delta]
+
+
 def local_position(stores: RegionStores, client: str, symbol: str, compensations: list[Mapping[str, Any]] | None = None) -> Decimal:
     """The client's net position in `symbol` summed from this region's trades table, less
     what the given compensation records reverse.
@@ -43,10 +61,16 @@ def local_position(stores: RegionStores, client: str, symbol: str, compensations
     """
     total = ZERO
     for trade in stores.trades.scan_all():
-        if trade.client == client and trade.symbol == symbol:
+        if trade.symbol != symbol:
+            continue
+        if trade.client == client:
             total += signed(trade.side, trade.qty)
+        elif trade.counterparty == client:
+            maker = trade.sell_order if trade.buy_order == trade.order_id else trade.buy_order
+            if maker != trade.counterparty:
+                total -= signed(trade.side, trade.qty)  # its resting order was the maker
     for record in compensations or ():
-        delta = position_delta("reconcile", record)
-        if delta is not None and delta[:2] == (client, symbol):
-            total += delta[2]
+        for delta in position_deltas("reconcile", record):
+            if delta[:2] == (client, symbol):
+                total += delta[2]
     return total

@@ -31,7 +31,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconcile_panel.divergence import TapeDivergence
-from reconcile_panel.limits import position_delta
+from reconcile_panel.limits import position_deltas
 from reconcile_panel.replication import as_replica, is_replica, lww_decision, version_ms
 from reconcile_panel.store import ItemTable, replicated_tables
 from trading.config import ExchangeConfig
@@ -247,14 +247,14 @@ class Replicator:
                 return "applied"
         raise RuntimeError(f"replica write of {pk} to {dst} kept losing to local writes")
 
-    def position_change(self, dst: str, pending: Pending) -> dict[str, Any] | None:
+    def position_change(self, dst: str, pending: Pending) -> list[dict[str, Any]] | None:
         """For another region's trade (or compensation) new to `dst`, in a market with a
         limit: the update that moves dst's position counter by it, so after a heal and
         reconciliation each counter holds the merged, compensated position."""
-        delta = position_delta(pending.role, pending.item)
-        if delta is None or self.config.position_limit(delta[1]) is None:
+        deltas = position_deltas(pending.role, pending.item)  # a matched trade: both accounts
+        if not deltas or self.config.position_limit(deltas[0][1]) is None:
             return None
-        return self.sequences[dst].position_change(*delta)
+        return [self.sequences[dst].position_change(*delta) for delta in deltas]
 
     def _prefetch(self, pair: tuple[str, str], known: dict[tuple[str, str], Any]) -> None:
         """Read dst's copies of the next PREFETCH waiting items in one BatchGetItem per

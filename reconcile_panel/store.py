@@ -20,7 +20,8 @@ from botocore.exceptions import ClientError
 from reconcile_panel.history import History
 from reconcile_panel.limits import position_limits
 from reconcile_panel.provision import reconcile_table_name
-from reconcile_panel.reconciler import KINDS, RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT, compensation_id, conflict_id
+from reconcile_panel.codec import RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT
+from reconcile_panel.reconciler import KINDS, compensation_id, conflict_id
 from reconcile_panel.replication import version_attribute
 from trading import aws
 from trading.config import ExchangeConfig
@@ -72,7 +73,7 @@ class ItemTable:
         guarantees that nothing else writes these keys in this region)."""
         batch_put_items(self._ddb, self.table, items)
 
-    def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None, count: dict[str, Any] | None = None) -> bool:
+    def put_over(self, item: dict[str, Any], existing: dict[str, Any] | None, count: dict[str, Any] | list[dict[str, Any]] | None = None) -> bool:
         """Put `item`, conditional on the table still holding `existing` (as far as its
         version goes). False if a write came in between: read again and decide again.
 
@@ -117,7 +118,7 @@ class ReconcileStore:
     def _ddb(self) -> Any:
         return aws.client("dynamodb", self.region)
 
-    def put_once(self, item: dict[str, Any], count: dict[str, Any] | None = None) -> bool:
+    def put_once(self, item: dict[str, Any], count: dict[str, Any] | list[dict[str, Any]] | None = None) -> bool:
         """Write a decision record under its deterministic id; False if it is already there.
 
         `count` (a TransactWriteItems Update) moves a position counter in the same transaction.

@@ -23,11 +23,13 @@ from its tombstone and is decided with everything it knew.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -35,7 +37,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reconcile_panel import events as reconcile_events
-from reconcile_panel.limits import position_delta, position_limits
+from reconcile_panel.codec import acceptance_from_order_item, decision_items, fills_from_trade_item
+from reconcile_panel.limits import position_deltas, position_limits
 from reconcile_panel.reconciler import (
     FINAL,
     SUPERSEDED,
@@ -45,10 +48,6 @@ from reconcile_panel.reconciler import (
     Fill,
     Ledger,
     Opening,
-    acceptance_from_order_item,
-    decision_items,
-    fills_from_trade_item,
-    gc_paused,
     reconcile,
     retire,
     unsettled_orders,
@@ -60,6 +59,35 @@ from trading.store import SequenceStore, table_names
 from trading.streams import ChangeRecord, StreamTailer
 
 log = logging.getLogger(__name__)
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic collector off while building many acyclic records.
+
+    It would rescan everything alive (the whole ledger too) on every full collection
+    the allocations trigger, which makes a large run superlinear. Counted, so that
+    overlapping pauses in several threads re-enable it only when the last one ends.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
 
 Partitioned = Callable[[str, str], bool]
 
@@ -294,7 +322,8 @@ class ReconcileWorker:
         """The decisions for what changed since the last run (pure; writes nothing)."""
         with self._lock:
             scope = self._scope(self._touched)
-        return reconcile(self.ledger(scope))
+        with gc_paused():
+            return reconcile(self.ledger(scope))
 
     def run_once(self) -> RunResult:
         """Read the streams; unless a partition is active, write and publish new decisions."""
@@ -308,7 +337,9 @@ class ReconcileWorker:
         with self._lock:
             touched = set(self._touched)
             scope = self._scope(touched)
-        counts = self._write(reconcile(self.ledger(scope)))
+        with gc_paused():
+            decisions = reconcile(self.ledger(scope))
+        counts = self._write(decisions)
         settled = self._settled(touched)
         with self._lock:
             self._touched -= settled
@@ -347,7 +378,8 @@ class ReconcileWorker:
                 return 0
             self._last_retired_ms = now
             pending = set(self._touched)
-            retirement = retire(self.ledger(), now, self.horizon_ms, self.config.regions, self._held_in, pending)
+            with gc_paused():
+                retirement = retire(self.ledger(), now, self.horizon_ms, self.config.regions, self._held_in, pending)
             self.held_back = dict(retirement.held_back)
         if not retirement.order_ids:
             self._expire_tombstones(now)
@@ -420,13 +452,14 @@ class ReconcileWorker:
                 "pending": len(self._touched),
             }
 
-    def _position_change(self, item: dict[str, Any]) -> dict[str, Any] | None:
-        """A compensation in a market with a limit moves the home region's position counter
-        back in the same write (the replicator does the same in the other regions)."""
-        delta = position_delta("reconcile", item)
-        if delta is None or self.config.position_limit(delta[1]) is None:
+    def _position_change(self, item: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """A compensation in a market with a limit moves the home region's position counters
+        back in the same write: its account's, and under the matcher its counterparty's
+        (the replicator does the same in the other regions)."""
+        deltas = position_deltas("reconcile", item)
+        if not deltas or self.config.position_limit(deltas[0][1]) is None:
             return None
-        return self.sequences.position_change(*delta)
+        return [self.sequences.position_change(*delta) for delta in deltas]
 
     def _settled(self, order_ids: set[str]) -> set[str]:
         still = set(unsettled_orders(self.ledger(order_ids)))

@@ -135,6 +135,41 @@ def test_a_trade_moves_both_accounts_positions(exchange: Exchange) -> None:
     assert sequences.position("alice", "ETH-USD") == Decimal("-1.5000")
 
 
+def test_it_moves_both_accounts_positions_in_the_other_region_and_back_on_a_compensation(exchange: Exchange) -> None:
+    """The replicated trade moves the maker's counter there too, and a compensation of a
+    matched trade gives both accounts their side back, in every region."""
+    from reconcile_panel.provision import ensure_reconcile_tables
+    from reconcile_panel.reconciler import Compensation, Conflict, Decisions, compensation_id
+    from reconcile_panel.replicator import Replicator
+    from reconcile_panel.worker import ReconcileWorker
+
+    ensure_reconcile_tables(exchange.config)
+    worker = matcher(exchange)
+    maker = submit(exchange, "alice", "SELL", "2.0000", "3000.00", "q1", symbol="ETH-USD")
+    worker.process(list(messages(exchange, 1).values()))
+    taker = submit(exchange, "bob", "BUY", "1.5000", "3000.00", "q2", symbol="ETH-USD")
+    worker.process(list(messages(exchange, 1).values()))
+    replicator = Replicator(exchange.config)
+    replicator.drain()
+    other = exchange.config.regions[1]
+    positions = lambda region: (  # noqa: E731
+        exchange.stores[region].sequences.position("bob", "ETH-USD"), exchange.stores[region].sequences.position("alice", "ETH-USD")
+    )
+    assert positions(REGION) == positions(other) == (Decimal("1.5000"), Decimal("-1.5000"))
+
+    (trade,) = exchange.stores[REGION].trades.for_order(taker.order_id, REGION)
+    assert (trade.buy_order, trade.sell_order, trade.counterparty) == (taker.order_id, maker.order_id, "alice")
+    conflict = Conflict("CF-t", "duplicate_fill", taker.order_id, "bob", "ETH-USD", (REGION,), REGION, (), (trade.trade_id,), (), "", "", 1)
+    comp = Compensation(
+        compensation_id(conflict.conflict_id, trade.trade_id), conflict.conflict_id, trade.trade_id, "G", taker.order_id, "bob", "alice",
+        "ETH-USD", "BUY", REGION, trade.qty, trade.price, Decimal("0.5000"), Decimal("1.0000"), 1,
+    )
+    reconciler = ReconcileWorker(exchange.config, tail=False, limits={"ETH-USD": Decimal("100")})
+    reconciler._write(Decisions(conflicts=(conflict,), compensations=(comp,)))
+    replicator.drain()
+    assert positions(REGION) == positions(other) == (Decimal("1.0000"), Decimal("-1.0000"))
+
+
 def test_a_task_that_died_part_way_through_a_large_execution_fills_nothing_twice(exchange: Exchange, monkeypatch: pytest.MonkeyPatch) -> None:
     from trading import store
 

@@ -58,12 +58,14 @@ def is_put_condition_failure(error: ClientError) -> bool:
     return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"
 
 
-def put_new_counted(ddb: Any, table: str, item: dict[str, Any], count: dict[str, Any]) -> bool:
-    """Put `item` if its pk is new and apply `count` (a TransactWriteItems Update) with it,
-    in one transaction; False, with nothing changed, if the pk was already there."""
+def put_new_counted(ddb: Any, table: str, item: dict[str, Any], count: dict[str, Any] | list[dict[str, Any]]) -> bool:
+    """Put `item` if its pk is new and apply `count` (a TransactWriteItems Update, or a list
+    of them: a matched trade moves both accounts) with it, in one transaction; False, with
+    nothing changed, if the pk was already there."""
     put = {"Put": {"TableName": table, "Item": to_attrs(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+    counts = [count] if isinstance(count, dict) else list(count)
     try:
-        ddb.transact_write_items(TransactItems=[put, count])
+        ddb.transact_write_items(TransactItems=[put, *counts])
     except ClientError as error:
         if is_put_condition_failure(error):
             return False
