@@ -4,8 +4,12 @@ rebuilding the same book, and afterwards nothing lost and nothing filled twice."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +24,7 @@ from trading.actions import cancel_order, submit_order
 from trading.config import ExchangeConfig
 from trading.domain import Order
 
+ROOT = Path(__file__).resolve().parent.parent
 REGION, SYMBOL = "us-east-1", "BTC-USD"
 ACTIVE, OTHER = "us-east-1a", "us-east-1b"
 
@@ -185,6 +190,37 @@ def test_check_history_counts_a_makers_fills(runtime: Runtime) -> None:
     taker = submit(runtime, "bob", "SELL", "0.5000", "49990.00", "x2")
     wait_for(lambda: status_of(runtime, maker)[0] == status_of(runtime, taker)[0] == "FILLED", message="both filled")
     assert history_violations(runtime) == []
+
+
+def test_it_exits_0_from_check_history_after_a_matcher_run(runtime: Runtime, moto_server: Any) -> None:
+    """Rests, crosses through two levels, a part-filled rest cancelled, a rest left whole:
+    the project's command, run as an operator runs it, finds every order settled and nothing
+    to decide (each resting order's fills are the trades it made as the maker)."""
+    wait_for(lambda: runtime.workers[ACTIVE].ready, message="the active matcher ready")
+    rests = [
+        submit(runtime, "alice", "BUY", "0.3000", "49990.00", "r1"),
+        submit(runtime, "bob", "BUY", "0.4000", "49980.00", "r2"),
+        submit(runtime, "carol", "SELL", "0.2000", "50020.00", "r3"),
+    ]
+    for order in rests:
+        wait_for(lambda order=order: status_of(runtime, order)[0] == "OPEN", message=f"{order.client}'s order resting")
+    taker = submit(runtime, "erin", "SELL", "0.5000", "49980.00", "r4")  # alice whole, part of bob
+    buyer = submit(runtime, "frank", "BUY", "0.1000", "50020.00", "r5")  # part of carol
+    wait_for(lambda: status_of(runtime, taker)[0] == status_of(runtime, buyer)[0] == "FILLED", message="the crosses filled")
+    assert status_of(runtime, rests[1]) == ("OPEN", "0.2000") and status_of(runtime, rests[2]) == ("OPEN", "0.1000")
+    assert cancel_order(runtime.exchange, stored(runtime, rests[1]))
+    wait_for(lambda: status_of(runtime, rests[1]) == ("CANCELLED", "0.2000"), message="bob's part-filled rest cancelled")
+    assert cancel_order(runtime.exchange, stored(runtime, rests[2]))
+    wait_for(lambda: status_of(runtime, rests[2]) == ("CANCELLED", "0.1000"), message="carol's part-filled rest cancelled")
+    env = {
+        **os.environ, "AWS_ENDPOINT_URL": moto_server.url, "EXCHANGE_REGIONS": REGION, "EXCHANGE_ENGINE": "matcher",
+        "EXCHANGE_MARKETS": "BTC-USD,ETH-USD", "EXCHANGE_POSITION_LIMIT": "", "DJANGO_SETTINGS_MODULE": "exchange_ui.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check_history", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"ok": true' in done.stdout
 
 
 def test_a_stand_in_rebuilds_the_book_the_dead_task_held(runtime: Runtime) -> None:
