@@ -167,3 +167,16 @@ def test_it_reads_a_book_top_from_the_depth_shape() -> None:
     depth = {"bids": [{"price": "49990.00", "qty": "1", "orders": 1}], "asks": []}
     assert top_of(depth) == Top(bid=Decimal("49990.00"), ask=None)
     assert top_of(None) is None
+
+
+def test_it_suspects_the_quotes_a_book_no_longer_shows() -> None:
+    flow = MatcherFlow(CONFIG, seed=3)
+    flow.step()
+    mine = [q for q in flow.quotes.values() if q.region == HOME and q.symbol == "BTC-USD"]
+    asks = sorted((q for q in mine if q.side == "SELL"), key=lambda q: q.price)
+    bids = sorted((q for q in mine if q.side == "BUY"), key=lambda q: -q.price)
+    # The book shows the second ask and the best bid: the best ask is gone.
+    assert flow.lifted_suspects({(HOME, "BTC-USD"): Top(bid=bids[0].price, ask=asks[1].price)}) == [asks[0].order_id]
+    # A side seen empty: every quote on it; no book seen: none.
+    assert set(flow.lifted_suspects({(HOME, "BTC-USD"): Top(bid=bids[0].price, ask=None)})) == {q.order_id for q in asks}
+    assert flow.lifted_suspects({}) == []

@@ -151,3 +151,25 @@ def test_it_has_the_game_day_clients_fill_a_retry_in_both_regions_books_under_th
     # Immediate-or-cancel: every copy settled (filled, or cancelled with what it got).
     assert all(not copy.is_open for divergence in results for copy in divergence.copies)
     assert {copy.region for copy in duplicate.copies} == {east, west}
+
+
+@pytest.mark.parametrize("config", ["matcher"], indirect=True)
+def test_it_has_the_makers_quote_a_lifted_level_again_without_its_event(partitionable: Runtime) -> None:
+    """As in `make run-multi`, where the fills happen in other processes: no order event
+    reaches the traders, the book's snapshot and the store tell them what was lifted."""
+    import time
+
+    traders = partitionable.synthetic
+    assert isinstance(traders, MatcherTraders)  # not started: its event sink is not listening
+    stores = partitionable.exchange.stores
+    for _ in range(40):
+        traders.run_step()
+        time.sleep(0.1)
+
+    def status(quote: Any) -> str:
+        return stores[traders.orders[quote.order_id].region].orders.get(quote.order_id).status
+
+    lifted = [t for region in stores for t in stores[region].trades.scan_all() if MAKER in (t.client, t.counterparty)]
+    assert len(lifted) >= 5
+    held_filled = [q for q in traders.flow.quotes.values() if q.order_id in traders.orders and status(q) == "FILLED"]
+    assert len(held_filled) <= 3, held_filled  # at most what the last steps' takers lifted

@@ -285,6 +285,22 @@ class MatcherFlow:
         asks = [q.price for q in mine if q.side == "SELL"]
         return Top(bid=max(bids) if bids else None, ask=min(asks) if asks else None)
 
+    def lifted_suspects(self, tops: Mapping[tuple[str, str], Top | None]) -> list[str]:
+        """Quotes the books' tops say are not in the book (an ask below the best ask seen, a
+        bid above the best bid, or a side seen empty): lifted, with the news not here (their
+        events reach another process: `make run-multi`), or not in the snapshot yet. The
+        caller asks the store which have finished before it says `settled`."""
+        suspects = []
+        for quote in self.quotes.values():
+            seen = tops.get((quote.region, quote.symbol))
+            if seen is None:
+                continue
+            if quote.side == "SELL" and (seen.ask is None or quote.price < seen.ask):
+                suspects.append(quote.order_id)
+            elif quote.side == "BUY" and (seen.bid is None or quote.price > seen.bid):
+                suspects.append(quote.order_id)
+        return suspects
+
     def step(self, tops: Mapping[tuple[str, str], Top | None] | None = None) -> list[Action]:
         """This step's actions, cancels of a book before its new quotes. `tops`: each
         (region, symbol) book's best prices as last seen; missing, the makers' own quotes."""
@@ -444,10 +460,14 @@ class MatcherTraders:
         """One step: what settled goes to the flow, then its actions are sent, in order."""
         with self._lock:
             finished, self._finished = self._finished, set()
+        tops = self.tops()
+        for order_id in self.flow.lifted_suspects(tops):
+            if order_id not in finished and self.has_finished(order_id):
+                finished.add(order_id)
         for order_id in finished:
             self.orders.pop(order_id, None)
             self.flow.settled(order_id)
-        actions = self.flow.step(self.tops())
+        actions = self.flow.step(tops)
         for action in actions:
             if isinstance(action, Cancel):
                 self.cancel(action.order_id)
@@ -455,6 +475,17 @@ class MatcherTraders:
                 self.send(action)
         self.resend_due(time.monotonic())
         return actions
+
+    def has_finished(self, order_id: str) -> bool:
+        """Is this quote final in the store (filled, or cancelled)?"""
+        order = self.orders.get(order_id)
+        if order is None:
+            return False
+        try:
+            stored = self.exchange.stores[order.region].orders.get(order_id)  # type: ignore[attr-defined]
+        except Exception:  # its region is unreachable: ask again next step
+            return False
+        return stored is not None and not stored.is_open
 
     def cancel(self, order_id: str) -> None:
         from trading.actions import RegionUnavailable, cancel_order
