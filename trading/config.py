@@ -136,7 +136,8 @@ class ExchangeConfig(_ExchangeConfig):
             synthetic_rate=env_decimal("EXCHANGE_SYNTHETIC_RATE", "2"),
             azs_per_region=env_int("EXCHANGE_AZS_PER_REGION", 2, minimum=1),
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            redis_url=os.environ.get("REDIS_URL") or None,
+            # An ElastiCache URL carries its AUTH token: a deployed task names the parameter (REDIS_URL_PARAM).
+            redis_url=env_secret("REDIS_URL") or None,
             table_prefix=env_str("EXCHANGE_TABLE_PREFIX", "exchange"),
             visibility_timeout_s=env_int("EXCHANGE_VISIBILITY_TIMEOUT", 5, minimum=1),
             reroute=env_bool("EXCHANGE_REROUTE", True),
