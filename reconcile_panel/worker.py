@@ -141,6 +141,8 @@ class ReconcileWorker:
         # (trade id, order id) -> the fill: a matched trade fills its taker and its maker.
         self.fills: dict[tuple[str, str], Fill] = {}
         self._fills_by_order: dict[str, set[str]] = defaultdict(set)
+        # order id -> the other real orders its matched trades filled (decided together).
+        self._paired: dict[str, set[str]] = defaultdict(set)
         self._regions_by_order: dict[str, set[str]] = defaultdict(set)
         self._orders_by_account: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._touched: set[str] = set()
@@ -225,8 +227,13 @@ class ReconcileWorker:
                 self.stream_ms = written
             if is_replica(image):
                 return
-            for fill in fills_from_trade_item(image):
+            fills = fills_from_trade_item(image)
+            for fill in fills:
                 self._ingest_fill(fill)
+            if len(fills) == 2:
+                taker, maker = fills[0].order_id, fills[1].order_id
+                self._paired[taker].add(maker)
+                self._paired[maker].add(taker)
 
     def _ingest_fill(self, fill: Fill) -> None:
         tomb = self._tombstones.get(fill.order_id)
@@ -296,8 +303,12 @@ class ReconcileWorker:
         return Ledger(tuple(copies), tuple(fills), self.reference_prices, self.limits, openings)
 
     def _scope(self, touched: set[str]) -> set[str]:
-        """The touched orders and, where limits apply, every order of their accounts."""
+        """The touched orders, the orders their matched trades filled on the other side (a
+        trade is reversed once, by whichever of its orders' conflicts ranks first), and,
+        where limits apply, every order of their accounts."""
         scope = set(touched)
+        for order_id in touched:
+            scope.update(self._paired.get(order_id, ()))
         if self.limits:
             # Each account once: its orders are many, its touched orders often most of them.
             accounts = set()
@@ -400,6 +411,12 @@ class ReconcileWorker:
         copies = tuple(self.copies.pop((order_id, region)) for region in sorted(regions))
         trade_ids = self._fills_by_order.pop(order_id, ())
         fills = tuple(self.fills.pop((trade_id, order_id)) for trade_id in sorted(trade_ids))
+        for other in self._paired.pop(order_id, ()):
+            partners = self._paired.get(other)
+            if partners is not None:
+                partners.discard(order_id)
+                if not partners:
+                    del self._paired[other]
         self._held_in.pop(order_id, None)
         for pk in self._written_by_order.pop(order_id, ()):
             self._written.discard(pk)
@@ -426,7 +443,7 @@ class ReconcileWorker:
         """`size` of the containers that hold the worker's state, walked under its lock."""
         with self._lock:
             return size((
-                self.copies, self.fills, self._fills_by_order, self._regions_by_order, self._orders_by_account,
+                self.copies, self.fills, self._fills_by_order, self._paired, self._regions_by_order, self._orders_by_account,
                 self._touched, self._written, self._written_by_order, self._held_in, self.openings, self._tombstones,
             ))
 

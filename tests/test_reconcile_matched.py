@@ -18,14 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconcile_panel.reconciler import (
-    Ledger,
-    acceptance_from_order_item,
-    decision_items,
-    fills_from_trade_item,
-    reconcile,
-    unsettled_orders,
-)
+from reconcile_panel.codec import acceptance_from_order_item, decision_items, fills_from_trade_item
+from reconcile_panel.reconciler import Ledger, reconcile, unsettled_orders
 from reconcile_panel.worker import ReconcileWorker
 from tests.conftest import make_config
 from trading.streams import ChangeRecord
@@ -160,3 +154,38 @@ def test_it_counts_a_matched_trade_for_both_orders_and_reverses_it_once(history:
         worker.ingest(ChangeRecord("MODIFY", {"pk": item["pk"]}, item, None, str(n), item["region"], role))
     assert decision_items(worker.decide()) == decision_items(decisions)
     assert decision_items(reconcile(worker.ledger())) == decision_items(decisions)
+
+
+def test_it_decides_a_trade_between_two_retried_orders_once_whichever_of_them_changes() -> None:
+    """Both orders of a trade are retries accepted in both regions, and the trade is on
+    the copies that do not stand: one compensation, and deciding again when only one of
+    the two orders changes brings no second one."""
+    taker, maker = "o-b", "o-a"
+    orders = [
+        order_item(taker, EAST, "zed", "BUY", LOT * 3, 1, 1_000),
+        order_item(maker, EAST, "noa", "SELL", LOT * 5, 2, 1_001),
+        order_item(taker, WEST, "zed", "BUY", LOT * 3, 2, 1_010),
+        order_item(maker, WEST, "noa", "SELL", LOT * 5, 1, 1_005),
+    ]
+    for item in orders:
+        item.update(status="CANCELLED", updatedAt=1_100)
+    orders[2].update(status="FILLED", filledQty=LOT * 3)
+    orders[3].update(filledQty=LOT * 3)
+    trade = {
+        "pk": "TRADE#T-x", "tradeId": "T-x", "orderId": taker, "region": WEST, "client": "zed", "counterparty": "noa",
+        "symbol": SYMBOL, "side": "BUY", "qty": LOT * 3, "price": Decimal("50001.00"), "buyOrder": taker,
+        "sellOrder": maker, "seq": 2, "fillIndex": 0, "timestamp": 1_050,
+    }
+    whole = reconcile(ledger_of(orders, [trade]))
+    assert len(whole.conflicts) == 2 and [c.trade_id for c in whole.compensations] == ["T-x"]
+
+    worker = ReconcileWorker(CONFIG, tail=False)
+    worker.reference_prices = {SYMBOL: Decimal("50000")}
+    for n, (role, item) in enumerate([("orders", i) for i in orders] + [("trades", trade)]):
+        worker.ingest(ChangeRecord("MODIFY", {"pk": item["pk"]}, item, None, str(n), item["region"], role))
+    assert decision_items(worker.decide()) == decision_items(whole)
+    for order_id in (taker, maker):  # later, a record of one of them alone comes in again
+        worker._touched.clear()
+        worker._touched.add(order_id)
+        again = worker.decide()
+        assert {c.compensation_id for c in again.compensations} <= {c.compensation_id for c in whole.compensations}
