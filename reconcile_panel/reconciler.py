@@ -4,6 +4,8 @@ Pure and deterministic: plain data in (every region's own copy of each order and
 every region's fills), decisions out. No boto3, no clock: a decision's time is the
 latest time among the facts it rests on, so a replay yields the same records, the
 same ids and the same content, and the adapter's conditional puts write nothing new.
+The records as table items, and the Orders and Trades items as records, are the
+adapter's (`reconcile_panel.codec`); so is pausing the collector for a large run (the worker).
 
 The rules, in the order they apply:
 
@@ -28,6 +30,15 @@ Every reversed quantity is a P&L adjustment for the client and its counterparty,
 marked against the market's reference price r: for the account that bought q at p,
 amount = q x (p - r); for the account that sold, q x (r - p). Signed Decimals, a
 credit when positive; the two legs of one compensation sum to zero.
+
+Matched trades (the matcher): a trade between two real orders is a fill of each, its
+taker's as written and its maker's with the maker's account and the other side (the
+adapter hands both in, same trade id). So a resting order that traded is settled by its
+maker fills, and each order's conflicts are judged on all its fills. A trade is reversed
+at most once: by the first decision (in order id order, rule 1 before rule 2) that
+reaches it from either of its orders; rule 2 leaves out a trade rule 1 busted on its other
+order, and replays what an earlier account's cut left of it. Its compensation's two legs
+are then the taker's and the maker's accounts.
 
 Only settled orders are decided: every copy has a final status and the fills seen for
 it add up to its filledQty. An account's exposure is decided once all its orders in
@@ -55,12 +66,9 @@ exactly as over the whole history; the prefix's own decisions come with the reti
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -288,6 +296,25 @@ def pnl_amount(side: str, qty: Decimal, price: Decimal, reference: Decimal) -> D
 
 def _opposite(side: str) -> str:
     return "SELL" if side == "BUY" else "BUY"
+
+
+def maker_fill(taker: Fill, maker_order: str) -> Fill:
+    """A matched trade as a fill of its maker order: the maker's account, the other side,
+    the same trade id, quantity, price, region, seq and time."""
+    return Fill(
+        trade_id=taker.trade_id,
+        order_id=maker_order,
+        region=taker.region,
+        client=taker.counterparty,
+        counterparty=taker.client,
+        symbol=taker.symbol,
+        side=_opposite(taker.side),
+        qty=taker.qty,
+        price=taker.price,
+        seq=taker.seq,
+        fill_index=taker.fill_index,
+        ts_ms=taker.ts_ms,
+    )
 
 
 class _Order:
@@ -573,38 +600,9 @@ def _decide_limits(
                 out.reverse(conflict, fill, reversed_qty)
 
 
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic collector off while building many acyclic records.
-
-    It would rescan everything alive (the whole ledger too) on every full collection
-    the allocations trigger, which makes a large run superlinear. Counted, so that
-    overlapping pauses in several threads re-enable it only when the last one ends.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
-
-
 def reconcile(ledger: Ledger) -> Decisions:
     """Every conflict in the ledger and its one decision. Deterministic; O(n log n)."""
-    with gc_paused():
-        return _reconcile(ledger)
+    return _reconcile(ledger)
 
 
 def _reconcile(ledger: Ledger) -> Decisions:
@@ -672,8 +670,7 @@ def retire(
     """The orders of `ledger` that can no longer change a decision, at stream time `now_ms`
     (the rule in the module note). `held_in`: order id -> the regions whose stream showed a
     replica of it; `pending`: the orders changed since the last decision run. Pure."""
-    with gc_paused():
-        return _retire(ledger, now_ms, horizon_ms, frozenset(regions), held_in, frozenset(pending))
+    return _retire(ledger, now_ms, horizon_ms, frozenset(regions), held_in, frozenset(pending))
 
 
 def _retire(
@@ -753,233 +750,3 @@ def _retire(
             openings[account] = Opening(opening.position + share, frozenset(places), last)
     return Retirement(tuple(retiring), openings, decisions, shares, dict(held_back))
 
-
-# --- plain items (the reconcile table's records) ------------------------------------
-
-RECORD_CONFLICT = "CONFLICT"
-RECORD_COMPENSATION = "COMPENSATION"
-RECORD_ADJUSTMENT = "ADJUSTMENT"
-
-
-def _text(value: Decimal) -> str:
-    return format(value, "f")
-
-
-def _decimal(value: Any) -> Decimal:
-    """A Decimal item value as it is (Decimals are immutable); anything else converted."""
-    return value if type(value) is Decimal else Decimal(value)
-
-
-def acceptance_to_item(acc: Acceptance) -> dict[str, Any]:
-    return {
-        "orderId": acc.order_id,
-        "region": acc.region,
-        "client": acc.client,
-        "symbol": acc.symbol,
-        "side": acc.side,
-        "qty": acc.qty,
-        "price": acc.price,
-        "seq": acc.seq,
-        "acceptedAt": acc.accept_ms,
-        "status": acc.status,
-        "filledQty": acc.filled_qty,
-        "cancelRequested": acc.cancel_requested,
-        "updatedAt": acc.updated_ms,
-    }
-
-
-def acceptance_from_item(item: Mapping[str, Any]) -> Acceptance:
-    return Acceptance(
-        order_id=str(item["orderId"]),
-        region=str(item["region"]),
-        client=str(item["client"]),
-        symbol=str(item["symbol"]),
-        side=str(item["side"]),
-        qty=Decimal(item["qty"]),
-        price=Decimal(item["price"]),
-        seq=int(item["seq"]),
-        accept_ms=int(item["acceptedAt"]),
-        status=str(item["status"]),
-        filled_qty=Decimal(item.get("filledQty", 0)),
-        cancel_requested=bool(item.get("cancelRequested", False)),
-        updated_ms=int(item.get("updatedAt", item["acceptedAt"])),
-    )
-
-
-def acceptance_from_order_item(item: Mapping[str, Any], region: str | None = None) -> Acceptance:
-    """An Orders table item as the copy of `region` (default: the item's own region)."""
-    return Acceptance(
-        order_id=str(item["orderId"]),
-        region=region or str(item["region"]),
-        client=str(item["client"]),
-        symbol=str(item["symbol"]),
-        side=str(item["side"]),
-        qty=_decimal(item["qty"]),
-        price=_decimal(item["price"]),
-        seq=int(item["seq"]),
-        accept_ms=int(item["createdAt"]),
-        status=str(item["status"]),
-        filled_qty=_decimal(item.get("filledQty", 0)),
-        cancel_requested=bool(item.get("cancelRequested", False)),
-        updated_ms=int(item.get("updatedAt", item["createdAt"])),
-    )
-
-
-def fill_from_trade_item(item: Mapping[str, Any]) -> Fill:
-    return Fill(
-        trade_id=str(item["tradeId"]),
-        order_id=str(item["orderId"]),
-        region=str(item["region"]),
-        client=str(item["client"]),
-        counterparty=str(item.get("counterparty", "")),
-        symbol=str(item["symbol"]),
-        side=str(item["side"]),
-        qty=_decimal(item["qty"]),
-        price=_decimal(item["price"]),
-        seq=int(item["seq"]),
-        fill_index=int(item["fillIndex"]),
-        ts_ms=int(item["timestamp"]),
-    )
-
-
-def maker_order_of(item: Mapping[str, Any]) -> str | None:
-    """The resting order a trade item also fills: the side that is not its `orderId`, when
-    that is a real order (the matcher), not the made-up counterparty (SimFill's `SIM-MM-n`)."""
-    buy, sell = str(item.get("buyOrder", "")), str(item.get("sellOrder", ""))
-    taker = str(item["orderId"])
-    other = sell if buy == taker else buy
-    if not other or other == taker or other == str(item.get("counterparty", "")):
-        return None
-    return other
-
-
-def maker_fill(taker: Fill, maker_order: str) -> Fill:
-    """A matched trade as a fill of its maker order: the maker's account, the other side,
-    the same trade id, quantity, price, region, seq and time."""
-    return Fill(
-        trade_id=taker.trade_id,
-        order_id=maker_order,
-        region=taker.region,
-        client=taker.counterparty,
-        counterparty=taker.client,
-        symbol=taker.symbol,
-        side=_opposite(taker.side),
-        qty=taker.qty,
-        price=taker.price,
-        seq=taker.seq,
-        fill_index=taker.fill_index,
-        ts_ms=taker.ts_ms,
-    )
-
-
-def fills_from_trade_item(item: Mapping[str, Any]) -> tuple[Fill, ...]:
-    """A Trades table item as the fills it makes: its taker's, and its maker's when the
-    other side is a real order (a SimFill trade fills one order only)."""
-    taker = fill_from_trade_item(item)
-    maker = maker_order_of(item)
-    return (taker,) if maker is None else (taker, maker_fill(taker, maker))
-
-
-def conflict_to_item(c: Conflict) -> dict[str, Any]:
-    return {
-        "pk": f"{RECORD_CONFLICT}#{c.conflict_id}",
-        "recordType": RECORD_CONFLICT,
-        "conflictId": c.conflict_id,
-        "kind": c.kind,
-        "orderId": c.order_id,
-        "client": c.client,
-        "symbol": c.symbol,
-        "regions": list(c.regions),
-        "standingRegion": c.standing_region,
-        "standingTradeIds": list(c.standing_trade_ids),
-        "compensatedTradeIds": list(c.compensated_trade_ids),
-        "acceptances": [acceptance_to_item(a) for a in c.acceptances],
-        "rule": c.rule,
-        "detail": c.detail,
-        "decidedAt": c.decided_ms,
-    }
-
-
-def compensation_to_item(c: Compensation) -> dict[str, Any]:
-    return {
-        "pk": f"{RECORD_COMPENSATION}#{c.compensation_id}",
-        "recordType": RECORD_COMPENSATION,
-        "compensationId": c.compensation_id,
-        "conflictId": c.conflict_id,
-        "tradeId": c.trade_id,
-        "execType": c.exec_type,
-        "execTypeName": EXEC_TYPE_NAMES[c.exec_type],
-        "orderId": c.order_id,
-        "client": c.client,
-        "counterparty": c.counterparty,
-        "symbol": c.symbol,
-        "side": c.side,
-        "region": c.region,
-        "qty": c.qty,
-        "price": c.price,
-        "reversedQty": c.reversed_qty,
-        "correctedQty": c.corrected_qty,
-        "decidedAt": c.decided_ms,
-    }
-
-
-def adjustment_to_item(a: Adjustment) -> dict[str, Any]:
-    return {
-        "pk": f"{RECORD_ADJUSTMENT}#{a.adjustment_id}",
-        "recordType": RECORD_ADJUSTMENT,
-        "adjustmentId": a.adjustment_id,
-        "conflictId": a.conflict_id,
-        "compensationId": a.compensation_id,
-        "account": a.account,
-        "orderId": a.order_id,
-        "tradeId": a.trade_id,
-        "symbol": a.symbol,
-        "side": a.side,
-        "regions": list(a.regions),
-        "qty": a.qty,
-        "price": a.price,
-        "referencePrice": a.reference_price,
-        "amount": a.amount,
-        "decidedAt": a.decided_ms,
-    }
-
-
-def decision_items(decisions: Decisions) -> list[dict[str, Any]]:
-    """Records in write order: each conflict, then its compensations and their adjustments."""
-    comps: dict[str, list[Compensation]] = defaultdict(list)
-    for comp in decisions.compensations:
-        comps[comp.conflict_id].append(comp)
-    adjs: dict[str, list[Adjustment]] = defaultdict(list)
-    for adj in decisions.adjustments:
-        adjs[adj.compensation_id].append(adj)
-    items = []
-    for conflict in decisions.conflicts:
-        items.append(conflict_to_item(conflict))
-        for comp in comps.get(conflict.conflict_id, []):
-            items.append(compensation_to_item(comp))
-            items.extend(adjustment_to_item(a) for a in adjs.get(comp.compensation_id, []))
-    return items
-
-
-def record_json(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A reconcile record as JSON-safe data: Decimals become strings."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return _text(value)
-        if isinstance(value, Mapping):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value
-
-    return {k: plain(v) for k, v in item.items() if k not in {"writerRegion", "replicaStamp"}}
-
-
-def conflict_acceptances(items: Iterable[Mapping[str, Any]]) -> list[Acceptance]:
-    """Every region copy that conflict records witnessed (the copies LWW overwrote)."""
-    out: list[Acceptance] = []
-    for item in items:
-        if item.get("recordType") == RECORD_CONFLICT:
-            out.extend(acceptance_from_item(a) for a in item.get("acceptances", []))
-    return out
