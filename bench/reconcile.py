@@ -62,7 +62,7 @@ def ledger_records(ledger: Any) -> list[Any]:
 
 def section_reconcile(res: Results, sizes: Sizes) -> None:
     from reconcile_panel.reconciler import reconcile
-    from reconcile_panel.worker import ReconcileWorker
+    from reconcile_panel.worker import ReconcileWorker, gc_paused
 
     config = bench_config()
     pure: dict[int, float] = {}
@@ -94,7 +94,8 @@ def section_reconcile(res: Results, sizes: Sizes) -> None:
             del groups
             gc.collect()
             t0 = time.perf_counter()
-            decisions = reconcile(ledger)
+            with gc_paused():  # as the worker runs it
+                decisions = reconcile(ledger)
             samples[n].append(time.perf_counter() - t0)
             assert len(decisions.compensations) >= n // 2
             del decisions

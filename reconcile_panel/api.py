@@ -21,7 +21,8 @@ from ninja import Router, Status
 
 from exchange_ui.api_input import parse_whole_number
 from reconcile_panel.history import check
-from reconcile_panel.reconciler import KINDS, RECORD_ADJUSTMENT, RECORD_CONFLICT, record_json
+from reconcile_panel.codec import RECORD_ADJUSTMENT, RECORD_CONFLICT, record_json
+from reconcile_panel.reconciler import KINDS
 from reconcile_panel.store import RecordPosition, ReconcileStore, load_history
 from trading.auth import require_staff
 from trading.config import ExchangeConfig

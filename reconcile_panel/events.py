@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconcile_panel.reconciler import RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT, record_json
+from reconcile_panel.codec import RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT, record_json
 from trading import events
 
 

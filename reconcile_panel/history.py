@@ -26,23 +26,18 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from reconcile_panel.reconciler import (
-    FINAL,
+from reconcile_panel.codec import (
     RECORD_ADJUSTMENT,
     RECORD_COMPENSATION,
     RECORD_CONFLICT,
-    ZERO,
-    Acceptance,
-    Ledger,
     acceptance_from_order_item,
     conflict_acceptances,
     decision_items,
     fills_from_trade_item,
     maker_order_of,
-    reconcile,
     record_json,
-    unsettled_orders,
 )
+from reconcile_panel.reconciler import FINAL, ZERO, Acceptance, Ledger, reconcile, unsettled_orders
 from reconcile_panel.replication import business_content, content_digest, version_ms, writer_of
 
 ROLES = ("orders", "trades", "reconcile")

@@ -11,15 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 from reconcile_panel.provision import reconcile_table_name
-from reconcile_panel.reconciler import (
-    CANCEL_FILL_RACE,
-    DUPLICATE_FILL,
-    OVER_LIMIT,
-    RECORD_COMPENSATION,
-    RECORD_CONFLICT,
-    compensation_id,
-    conflict_id,
-)
+from reconcile_panel.codec import RECORD_COMPENSATION, RECORD_CONFLICT
+from reconcile_panel.reconciler import CANCEL_FILL_RACE, DUPLICATE_FILL, OVER_LIMIT, compensation_id, conflict_id
 from reconcile_panel.store import ItemTable
 from trading.config import ExchangeConfig
 

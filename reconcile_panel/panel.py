@@ -18,7 +18,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from reconcile_panel.events import adjustment_data, compensation_data, conflict_data
-from reconcile_panel.reconciler import KINDS, RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT
+from reconcile_panel.codec import RECORD_ADJUSTMENT, RECORD_COMPENSATION, RECORD_CONFLICT
+from reconcile_panel.reconciler import KINDS
 
 RULES = (
     ("order_in_every_region", "Every accepted order is in every region, with one final status"),

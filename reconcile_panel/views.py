@@ -22,7 +22,8 @@ from django.views.decorators.http import require_GET, require_POST
 from reconcile_panel import panel
 from reconcile_panel.api import exchange_config
 from reconcile_panel.history import check
-from reconcile_panel.reconciler import KINDS, RECORD_ADJUSTMENT, RECORD_CONFLICT
+from reconcile_panel.codec import RECORD_ADJUSTMENT, RECORD_CONFLICT
+from reconcile_panel.reconciler import KINDS
 from reconcile_panel.store import ReconcileStore, load_history
 from trading.config import ExchangeConfig
 from trading.events import trade_data

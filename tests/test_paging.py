@@ -130,7 +130,8 @@ def conflicted_history(runtime: Runtime, orders: int = 300) -> list[dict[str, An
     """`orders` duplicate fills decided and written to the home region's reconcile table:
     a conflict, a compensation and two adjustments each, every one decided at its own time."""
     from reconcile_panel.provision import reconcile_table_name
-    from reconcile_panel.reconciler import Acceptance, Fill, Ledger, decision_items, reconcile
+    from reconcile_panel.codec import decision_items
+    from reconcile_panel.reconciler import Acceptance, Fill, Ledger, reconcile
     from reconcile_panel.store import ItemTable
 
     copies, fills = [], []

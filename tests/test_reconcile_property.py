@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from reconcile_panel.history import History, check
-from reconcile_panel.reconciler import decision_items, reconcile
+from reconcile_panel.codec import decision_items
+from reconcile_panel.reconciler import reconcile
 from reconcile_panel.replication import as_replica, business_content, is_replica, lww_decision
 from reconcile_panel.worker import ReconcileWorker
 from simfill.engine import OrderTerms, decide

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from reconcile_panel.history import History, check
+from reconcile_panel.codec import decision_items
 from reconcile_panel.reconciler import (
     CANCEL_FILL_RACE,
     DUPLICATE_FILL,
@@ -18,7 +19,6 @@ from reconcile_panel.reconciler import (
     Acceptance,
     Fill,
     Ledger,
-    decision_items,
     pnl_amount,
     reconcile,
 )

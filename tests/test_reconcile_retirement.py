@@ -15,16 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from reconcile_panel.provision import ensure_reconcile_tables
-from reconcile_panel.reconciler import (
-    DUPLICATE_FILL,
-    OVER_LIMIT,
-    Acceptance,
-    Fill,
-    Ledger,
-    decision_items,
-    reconcile,
-    retire,
-)
+from reconcile_panel.codec import decision_items
+from reconcile_panel.reconciler import DUPLICATE_FILL, OVER_LIMIT, Acceptance, Fill, Ledger, reconcile, retire
 from reconcile_panel.replication import as_replica
 from reconcile_panel.store import ReconcileStore
 from reconcile_panel.worker import ReconcileWorker
@@ -148,7 +140,7 @@ def test_it_keeps_an_order_a_region_lacks_however_old_and_judges_its_late_copy(w
 
 
 def full_ledger(items: list[dict[str, Any]], worker: ReconcileWorker) -> Ledger:
-    from reconcile_panel.reconciler import acceptance_from_order_item, fill_from_trade_item
+    from reconcile_panel.codec import acceptance_from_order_item, fill_from_trade_item
 
     copies: dict[tuple[str, str], Acceptance] = {}
     fills: list[Fill] = []
