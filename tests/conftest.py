@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from exchange_ui.devserver import DevServer
 from trading import aws, events
 from trading.config import ExchangeConfig, Market
 from trading.motoserver import MotoServer
@@ -262,3 +263,157 @@ def book_redis(embedded_book_redis: Any) -> Iterator[Any]:
     client.flushall()
     yield client
     client.close()
+
+
+# --- live push: the real Redis channel layer and sockets through the ASGI app ---------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_layer() -> Iterator[None]:
+    """The exchange's Redis pub/sub channel layer on the real Redis, under a prefix of the test's own."""
+    import uuid
+
+    import redis
+    from channels.layers import channel_layers
+    from django.test import override_settings
+
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.exceptions.ConnectionError as error:  # .ci/run starts Redis; a dev box may not have it
+        pytest.fail(f"the real Redis on 127.0.0.1:6379 is required: {error}")
+    layers = {
+        "default": {
+            "BACKEND": "exchange_ui.layers.SharedDecodeRedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        channel_layers.backends.clear()
+        yield
+    channel_layers.backends.clear()
+
+
+async def until_subscribed(group: str, timeout_s: float = 5.0) -> None:
+    """Wait until Redis counts a subscriber to the group's pub/sub channel: from then on, a
+    message sent to the group reaches the members joined in this process. (Joining sends
+    SUBSCRIBE on the layer's own connection; a publish on another connection may reach
+    Redis before it.)"""
+    import asyncio
+
+    import redis.asyncio
+    from channels.layers import get_channel_layer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    layer = get_channel_layer()
+    if not isinstance(layer, RedisPubSubChannelLayer):
+        return  # the in-memory layer's groups are live once group_add returns
+    name = layer._get_group_channel_name(group)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while dict(await client.pubsub_numsub(name)).get(name.encode(), 0) < 1:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s}s waiting for a subscriber to {name}")
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
+
+
+def token_for(username: str, staff: bool = False) -> str:
+    """A new user (password "pw-<name>-123") and an API token for it."""
+    from django.contrib.auth.models import User
+
+    from trading.models import ApiToken
+
+    return ApiToken.issue(User.objects.create_user(username, password="pw-" + username + "-123", is_staff=staff))
+
+
+def connect(path: str, token: str | None, origin: str = "http://127.0.0.1:8000") -> Any:
+    """A WebsocketCommunicator on the site's ASGI application, as a browser at `origin` opens it."""
+    from channels.testing import WebsocketCommunicator
+
+    from exchange_ui.asgi import application
+
+    headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+def order_event(client: str, order_id: str = "O1", status: str = "ACCEPTED") -> dict[str, Any]:
+    """An order event's data as the order path publishes it."""
+    return {
+        "order_id": order_id, "client": client, "symbol": "BTC-USD", "side": "BUY", "qty": "0.5000",
+        "price": "50000.00", "status": status, "filled_qty": "0", "region": "us-east-1",
+        "accepted_az": "us-east-1a", "seq": 1, "idempotency_key": "k", "created_ms": 1, "updated_ms": 1 if status == "ACCEPTED" else 2, "note": "",
+    }
+
+
+async def publish_from_worker_thread(*batch: tuple[str, dict[str, Any]]) -> None:
+    """Publish as a SimFill worker thread does: through trading.events and the layer sink."""
+    import asyncio
+
+    from exchange_ui.push import ChannelLayerSink
+
+    sink = ChannelLayerSink()
+
+    def run() -> None:
+        events.add_sink(sink)
+        try:
+            for kind, data in batch:
+                events.publish(kind, data.get("region", "us-east-1"), data)
+        finally:
+            events.remove_sink(sink)
+
+    await asyncio.to_thread(run)
+
+
+# --- browser: the real server as `make run` starts it, and Debian's chromium ----------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+class LiveServer(DevServer):
+    """`manage.py run_exchange` on exchange_ui.settings and the embedded defaults (no
+    AWS_ENDPOINT_URL), with tina the trader; up once /login/ answers."""
+
+    def __init__(self, synthetic_rate: str = "0"):
+        super().__init__(synthetic_rate=synthetic_rate, unset=("AWS_ENDPOINT_URL",), ready_path="/login/")
+        self.env["PORT"] = str(self.port)
+
+    def prepare(self) -> None:
+        self.manage("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('tina', password='tina-pass-123')")
+
+    def start(self, timeout_s: float = 60.0) -> LiveServer:
+        super().start(timeout_s)
+        return self
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright, one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def log_in(page: Any, server: LiveServer, username: str = "tina", password: str = "tina-pass-123") -> None:
+    """Sign in through the login form and wait for the trading page's live socket."""
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    expect(page).to_have_url(server.url + "/login/?next=/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    expect(page.locator("#order-form")).to_be_visible()
+    expect(page.locator("#live")).to_have_attribute("data-connected", "1", timeout=10_000)

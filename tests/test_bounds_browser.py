@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.conftest import ARTIFACTS
-from tests.test_browser_trading import LiveServer, browser, log_in  # noqa: F401  (browser is a fixture)
+from tests.conftest import ARTIFACTS, LiveServer, log_in
 
 pytestmark = pytest.mark.browser
 

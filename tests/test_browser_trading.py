@@ -2,80 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.conftest import ARTIFACTS
-from trading.motoserver import free_port
+from tests.conftest import ARTIFACTS, LiveServer, log_in
+from tests.conftest import browser  # noqa: F401  (still imported from here by tests/test_book_browser.py)
 
 pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
-class LiveServer:
-    def __init__(self, synthetic_rate: str = "0"):
-        self.port = free_port()
-        self.var = Path(tempfile.mkdtemp(prefix="exchange-var-"))
-        self.env = {
-            **os.environ,
-            "EXCHANGE_VAR_DIR": str(self.var),
-            "EXCHANGE_SYNTHETIC_RATE": synthetic_rate,
-            "PORT": str(self.port),
-            "DJANGO_SETTINGS_MODULE": "exchange_ui.settings",
-        }
-        self.env.pop("AWS_ENDPOINT_URL", None)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def start(self) -> LiveServer:
-        self.manage("migrate", "--noinput", "-v", "0")
-        self.manage("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('tina', password='tina-pass-123')")
-        self.log = open(self.var / "server.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_exchange", "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.var / "server.log").read_text()
-            try:
-                urllib.request.urlopen(self.url + "/login/", timeout=1)
-                if "Exchange failure dashboard:" in (self.var / "server.log").read_text():
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not start: " + (self.var / "server.log").read_text())
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(2)  # Ctrl-C, as a user stops it
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -84,24 +19,6 @@ def exchange_server() -> Iterator[LiveServer]:
     yield server
     server.stop()
     assert server.process is not None and server.process.returncode is not None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-def log_in(page: Page, server: LiveServer, username: str = "tina", password: str = "tina-pass-123") -> None:
-    page.goto(server.url + "/")
-    expect(page).to_have_url(server.url + "/login/?next=/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    expect(page.locator("#order-form")).to_be_visible()
-    expect(page.locator("#live")).to_have_attribute("data-connected", "1", timeout=10_000)
 
 
 def test_it_fills_an_order_entered_in_the_form_without_a_reload(exchange_server: LiveServer, browser: Browser) -> None:

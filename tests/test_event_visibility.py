@@ -24,8 +24,7 @@ from faults.injection import FaultPlane
 from faults.runner import ExperimentRunner
 from reconcile_panel import events as reconcile_events
 from simfill.worker import apply_message, publish_applied
-from tests.conftest import make_config, order_payload, wait_for
-from tests.test_live_push import connect, redis_layer, token_for  # noqa: F401  (redis_layer is a fixture)
+from tests.conftest import connect, make_config, order_payload, token_for, wait_for
 from trading import events
 from trading.actions import submit_order
 from trading.events import Viewer, visible_to

@@ -5,81 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import User
-from django.test import override_settings
 
-from exchange_ui.push import ChannelLayerSink
+from exchange_ui.push import EVENTS_GROUP
+from tests.conftest import connect, order_event, publish_from_worker_thread, token_for, until_subscribed
+from tests.conftest import redis_layer  # noqa: F401  (still imported from here by tests/test_book_ladder.py)
 from trading import events
 from trading.consumers import DashboardConsumer
-from trading.models import ApiToken
 
 # One xdist group for every test on the real Redis: a failover test kills its clients.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.xdist_group("redis")]
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def redis_layer() -> Iterator[None]:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.exceptions.ConnectionError as error:  # .ci/run starts Redis; a dev box may not have it
-        pytest.fail(f"the real Redis on 127.0.0.1:6379 is required: {error}")
-    layers = {
-        "default": {
-            "BACKEND": "exchange_ui.layers.SharedDecodeRedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"test-{uuid.uuid4().hex[:8]}"},
-        }
-    }
-    with override_settings(CHANNEL_LAYERS=layers):
-        channel_layers.backends.clear()
-        yield
-    channel_layers.backends.clear()
-
-
-def token_for(username: str, staff: bool = False) -> str:
-    return ApiToken.issue(User.objects.create_user(username, password="pw-" + username + "-123", is_staff=staff))
-
-
-def connect(path: str, token: str | None, origin: str = "http://127.0.0.1:8000") -> WebsocketCommunicator:
-    from exchange_ui.asgi import application
-
-    headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    return WebsocketCommunicator(application, path, headers=headers)
-
-
-def order_event(client: str, order_id: str = "O1", status: str = "ACCEPTED") -> dict[str, Any]:
-    return {
-        "order_id": order_id, "client": client, "symbol": "BTC-USD", "side": "BUY", "qty": "0.5000",
-        "price": "50000.00", "status": status, "filled_qty": "0", "region": "us-east-1",
-        "accepted_az": "us-east-1a", "seq": 1, "idempotency_key": "k", "created_ms": 1, "updated_ms": 1 if status == "ACCEPTED" else 2, "note": "",
-    }
-
-
-async def publish_from_worker_thread(*batch: tuple[str, dict[str, Any]]) -> None:
-    """Publish as a SimFill worker thread does: through trading.events and the layer sink."""
-    sink = ChannelLayerSink()
-
-    def run() -> None:
-        events.add_sink(sink)
-        try:
-            for kind, data in batch:
-                events.publish(kind, data.get("region", "us-east-1"), data)
-        finally:
-            events.remove_sink(sink)
-
-    await asyncio.to_thread(run)
 
 
 def test_it_pushes_json_frames_to_the_events_socket(redis_layer: None) -> None:
@@ -89,7 +29,7 @@ def test_it_pushes_json_frames_to_the_events_socket(redis_layer: None) -> None:
         socket = connect("/ws/events/", token)
         connected, _ = await socket.connect()
         assert connected
-        await asyncio.sleep(0.2)  # the pub/sub subscription is live once the group is joined
+        await until_subscribed(EVENTS_GROUP)
         await publish_from_worker_thread(
             (events.ORDER_ACCEPTED, order_event("alice")),
             (events.ORDER_ACCEPTED, order_event("bob", "O2")),
@@ -112,7 +52,7 @@ def test_it_coalesces_a_burst_into_one_dashboard_frame(redis_layer: None) -> Non
     async def scenario() -> None:
         socket = connect("/ws/dashboard/", token)
         assert (await socket.connect())[0]
-        await asyncio.sleep(0.2)
+        await until_subscribed(EVENTS_GROUP)
         burst = [(events.ORDER_ACCEPTED, order_event("alice", f"O{n}")) for n in range(30)]
         burst.append((events.ORDER_STATUS, order_event("alice", "O0", status="FILLED")))
         started = time.monotonic()
@@ -205,7 +145,7 @@ def test_a_frame_that_cannot_be_rendered_does_not_silence_the_socket(redis_layer
     async def scenario() -> None:
         socket = connect("/ws/dashboard/", token)
         assert (await socket.connect())[0]
-        await asyncio.sleep(0.2)
+        await until_subscribed(EVENTS_GROUP)
         await publish_from_worker_thread((events.ORDER_ACCEPTED, order_event("alice", "O-lost")))
         # The failed frame is followed by one that asks the page to resynchronise ...
         first = await socket.receive_from(timeout=5)
@@ -241,7 +181,7 @@ def test_it_shows_an_open_order_queued_in_its_down_region_until_the_region_is_ba
     async def scenario() -> None:
         socket = connect("/ws/dashboard/", token)
         assert (await socket.connect())[0]
-        await asyncio.sleep(0.2)
+        await until_subscribed(EVENTS_GROUP)
         waiting = order_event("alice", "O-east")
         elsewhere = {**order_event("alice", "O-west"), "region": "eu-west-1", "accepted_az": "eu-west-1a"}
         await publish_from_worker_thread((events.ORDER_ACCEPTED, waiting), (events.ORDER_ACCEPTED, elsewhere))
@@ -283,7 +223,7 @@ def test_the_layer_decodes_a_group_message_once_for_all_its_local_members(redis_
         members = [await layer.new_channel("member.") for _ in range(5)]
         for channel in members:
             await layer.group_add("decode-once", channel)
-        await asyncio.sleep(0.2)
+        await until_subscribed("decode-once")
         for n in range(3):
             await layer.group_send("decode-once", {"type": "exchange.events", "events": [{"n": n}]})
         received = [[await asyncio.wait_for(layer.receive(channel), 5) for _ in range(3)] for channel in members]
@@ -300,7 +240,7 @@ def test_the_layer_decodes_a_group_message_once_for_all_its_local_members(redis_
 def test_the_batched_events_socket_keeps_every_event_within_its_frame_budget(redis_layer: None) -> None:
     from channels.layers import get_channel_layer
 
-    from exchange_ui.push import EVENTS_GROUP, batch_message
+    from exchange_ui.push import batch_message
     from trading.consumers import EventsConsumer
 
     token = token_for("ops", staff=True)
@@ -308,7 +248,7 @@ def test_the_batched_events_socket_keeps_every_event_within_its_frame_budget(red
     async def scenario() -> None:
         socket = connect("/ws/events/?batch=1", token)
         assert (await socket.connect())[0]
-        await asyncio.sleep(0.2)
+        await until_subscribed(EVENTS_GROUP)
         layer = get_channel_layer()
         sent = 40
         started = time.monotonic()

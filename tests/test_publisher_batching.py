@@ -18,7 +18,7 @@ from channels.layers import channel_layers, get_channel_layer
 from django.test import override_settings
 
 from exchange_ui.push import EVENTS_GROUP, ChannelLayerSink
-from tests.test_live_push import connect, order_event, redis_layer, token_for  # noqa: F401 (redis_layer: a fixture)
+from tests.conftest import connect, order_event, token_for, until_subscribed
 from trading import events
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -77,7 +77,7 @@ async def fan_out_scenario(sink_for_loop: Any, m: int, alice: str, bob: str, ops
     }
     for socket in sockets.values():
         assert (await socket.connect())[0]
-    await asyncio.sleep(0.2)  # the pub/sub subscriptions are live once the group is joined
+    await until_subscribed(EVENTS_GROUP)
     sink = sink_for_loop(asyncio.get_running_loop())
     sent = count_group_sends(sink)
     burst = mixed_events(m)
@@ -170,7 +170,7 @@ def test_consumers_still_take_single_event_messages(redis_layer: None) -> None:
     async def scenario() -> None:
         socket = connect("/ws/events/?batch=1", token)
         assert (await socket.connect())[0]
-        await asyncio.sleep(0.2)
+        await until_subscribed(EVENTS_GROUP)
         layer = get_channel_layer()
         for kind, data in mixed_events(4):
             await layer.group_send(EVENTS_GROUP, {"type": "exchange.event", "event": events.make_event(kind, "us-east-1", data)})

@@ -15,8 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from reconcile_panel.scenarios import pick_key
-from tests.conftest import ARTIFACTS
-from tests.test_browser_trading import LiveServer, browser  # noqa: F401  (the module's browser fixture)
+from tests.conftest import ARTIFACTS, LiveServer
 from trading.config import ExchangeConfig
 
 pytestmark = pytest.mark.browser

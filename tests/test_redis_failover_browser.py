@@ -20,8 +20,7 @@ import redis
 from playwright.sync_api import Browser, Page, expect
 
 from simfill.engine import OrderTerms, decide
-from tests.conftest import ARTIFACTS, wait_for
-from tests.test_browser_trading import LiveServer, browser, log_in  # noqa: F401  (browser is a fixture)
+from tests.conftest import ARTIFACTS, LiveServer, log_in, wait_for
 from trading.config import Market
 from trading.consumers import CLOSE_FAILOVER
 from trading.domain import simulation_seed

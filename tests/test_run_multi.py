@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,13 +12,11 @@ from typing import Any
 
 import pytest
 
+from exchange_ui.devserver import DevServer
 from tests.conftest import wait_for
-from trading.motoserver import free_port
 
 # One xdist group for every test on the real Redis: a failover kills its clients.
 pytestmark = [pytest.mark.redis, pytest.mark.xdist_group("redis")]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def pid_running(pid: int) -> bool:
@@ -37,40 +30,34 @@ def pid_running(pid: int) -> bool:
         return False
 
 
-class Topology:
+class Topology(DevServer):
+    """`manage.py run_multi`: the supervisor and a worker process per AZ, with sre the operator."""
+
     def __init__(self) -> None:
-        self.port = free_port()
-        self.var = Path(tempfile.mkdtemp(prefix="exchange-multi-"))
-        self.env = {
-            **os.environ,
-            "EXCHANGE_VAR_DIR": str(self.var),
-            "EXCHANGE_SYNTHETIC_RATE": "0",
-            # One region keeps the start-up (a Django process per worker) inside the test budget.
-            "EXCHANGE_REGIONS": "us-east-1",
-            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            "DJANGO_SETTINGS_MODULE": "exchange_ui.settings",
-        }
-        self.env.pop("AWS_ENDPOINT_URL", None)
+        super().__init__(
+            command="run_multi",
+            env={
+                # One region keeps the start-up (a Django process per worker) inside the test budget.
+                "EXCHANGE_REGIONS": "us-east-1",
+                "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            },
+            unset=("AWS_ENDPOINT_URL",),
+            var_prefix="exchange-multi-",
+            log_name="supervisor.log",
+            ready_line="Exchange failure dashboard (multi-process)",
+            manage_timeout_s=60,
+        )
         self.control = self.var / "run_multi"
 
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+    def prepare(self) -> None:
+        self.sre_token = self.token("sre", staff=True)
 
-    def start(self) -> Topology:
-        self.manage("migrate", "--noinput", "-v", "0")
-        self.token = self.manage("create_api_token", "sre", "--staff", "--create").strip().splitlines()[-1]
-        self.log = open(self.var / "supervisor.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_multi", "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        wait_for(lambda: self.process.poll() is None and "Exchange failure dashboard (multi-process)" in self.read_log(), 60, 0.2, "the topology to serve")
+    def start(self, timeout_s: float = 60.0) -> Topology:
+        super().start(timeout_s)
         return self
 
-    def read_log(self) -> str:
-        assert self.process.poll() is None, (self.var / "supervisor.log").read_text()
-        return (self.var / "supervisor.log").read_text()
+    def stop(self, timeout_s: float = 30.0) -> None:
+        super().stop(timeout_s)
 
     def workers(self) -> dict[str, Any]:
         try:
@@ -83,21 +70,13 @@ class Topology:
             f"http://127.0.0.1:{self.port}{path}",
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json", **(headers or {})},
+            headers={"Authorization": f"Bearer {self.sre_token}", "Content-Type": "application/json", **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
 
 @pytest.fixture(scope="module")
 def topology() -> Any:

@@ -15,8 +15,7 @@ from django.contrib.auth.models import User
 from django.test import Client, override_settings
 
 from exchange_ui.runtime import Runtime, set_runtime
-from tests.conftest import order_payload, wait_for
-from tests.test_live_push import connect, token_for
+from tests.conftest import connect, order_payload, token_for, wait_for
 from trading import models
 from trading.consumers import CLOSE_TOO_MANY_SOCKETS
 from trading.limits import SocketSlots, TokenBuckets
