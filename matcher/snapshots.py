@@ -110,6 +110,7 @@ class BookSnapshots:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server_id: str | None = None
+        self._generations: dict[str, str] = {}
         self._checked_at = 0.0
         self.redis_up = True
         self.republished = 0  # payloads written again after Redis came back or changed
@@ -166,7 +167,21 @@ class BookSnapshots:
             reason = STALE_UNREACHABLE if not self.redis_up else STALE_NOT_REPUBLISHED
             self.on_depth(last["region"], {**last, "stale": True, "stale_reason": reason})
 
+    def _generation(self, region: str) -> str:
+        """The region's tables' id for snapshots (SequenceStore.book_generation), read once:
+        every payload carries it, and a payload with another one is a book of other tables."""
+        found = self._generations.get(region)
+        if found is None:
+            found = self._generations[region] = self._stores(region).sequences.book_generation()
+        return found
+
     def _set(self, region: str, symbol: str, payload: str) -> bool:
+        try:
+            generation = self._generation(region)
+        except (BotoCoreError, ClientError) as error:
+            log.warning("book snapshots: %s's snapshot id is not readable (%s); writing the book later", region, str(error)[:160])
+            return False
+        payload = f'{payload[:-1]},"gen":"{generation}"}}'
         try:
             self.redis.set(book_key(region, symbol, self.namespace), payload)
         except REDIS_ERRORS as error:
@@ -279,7 +294,15 @@ class BookSnapshots:
             raw = self.redis.get(book_key(region, symbol, self.namespace))
         except REDIS_ERRORS:
             return None, False
-        return (json.loads(raw) if raw else None), True
+        if not raw:
+            return None, True
+        payload = json.loads(raw)
+        try:
+            if payload.get("gen") != self._generation(region):
+                return None, True  # left by an exchange on other tables (a Redis that outlived them)
+        except (BotoCoreError, ClientError):
+            pass  # the tables cannot say now (the region is down): the copy this process can see
+        return payload, True
 
     def _from_dynamodb(self, region: str, symbol: str) -> tuple[dict[str, Any], int, int] | None:
         found = self._stores(region).sequences.book_snapshot(symbol)

@@ -64,7 +64,7 @@ def test_it_serves_the_published_depth_from_redis(snapshots: BookSnapshots, book
     assert snapshots.depth(REGION, SYMBOL, 1)["asks"] == [{"price": "50010.00", "qty": "0.0200", "orders": 1}]
     # The key holds what the plan names, the book's whole state included.
     stored = json.loads(book_redis.get(book_key(REGION, SYMBOL)))
-    assert list(stored) == ["symbol", "region", "seq", "ts", "bids", "asks", "state"]
+    assert list(stored) == ["symbol", "region", "seq", "ts", "bids", "asks", "state", "gen"]
     assert stored["state"] == book.snapshot()
     assert snapshots.latest_state(REGION, SYMBOL) == (book.snapshot(), book.last_seq, "redis")
 
@@ -241,3 +241,20 @@ def test_it_coalesces_book_depth_events_to_four_a_second_and_sends_the_last(publ
     wait_for(lambda: any(e["data"]["seq"] == 20 for e in published), timeout_s=2, message="the burst's last depth")
     depths = [(e["region"], e["data"]["seq"]) for e in published if e["type"] == BOOK_DEPTH]
     assert depths == [(REGION, 1), ("eu-west-1", 1), (REGION, 20)]
+
+
+def test_it_ignores_a_book_that_other_tables_left_in_redis(book_redis: Any, stores: dict[str, RegionStores], moto_server: Any, aws_resources: ExchangeConfig) -> None:
+    """A Redis that outlives its tables (a local one across fresh exchanges) holds books of
+    another exchange: a stand-in must not rebuild from them, nor a page show them."""
+    from trading.provision import bootstrap
+
+    earlier = BookSnapshots(book_redis, stores, on_depth=None, background=False)
+    publish(earlier, make_book())
+    moto_server.reset()  # a fresh exchange: new tables, the same Redis
+    bootstrap(aws_resources)
+    later = BookSnapshots(book_redis, stores, on_depth=None, background=False)
+    assert later.depth(REGION, SYMBOL, 10) is None
+    assert later.latest_state(REGION, SYMBOL) is None
+    book = make_book(orders=2)
+    publish(later, book)
+    assert later.latest_state(REGION, SYMBOL) == (book.snapshot(), book.last_seq, "redis")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -976,6 +977,27 @@ class SequenceStore:
                 ddb.delete_item(TableName=self.table, Key=to_attrs({"pk": snapshot_part_pk(symbol, seq, n)}))
         except (BotoCoreError, ClientError) as error:  # left over: harmless, never read again
             log.warning("old snapshot parts of %s@%d not deleted: %s", symbol, seq, str(error)[:160])
+
+    def book_generation(self) -> str:
+        """This region's tables' own id for book snapshots, made on first use: a snapshot
+        cache (Redis) that outlives the tables (a local Redis across fresh moto runs) holds
+        books of another exchange, and a reader tells them apart by it."""
+        ddb = aws.client("dynamodb", self.region)
+        key = to_attrs({"pk": "SNAPGEN"})
+        response = ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        if "Item" in response:
+            return str(from_attrs(response["Item"])["generation"])
+        made = uuid.uuid4().hex
+        try:
+            ddb.put_item(
+                TableName=self.table, Item=to_attrs({"pk": "SNAPGEN", "generation": made}), ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as error:
+            if not is_conditional_failure(error):
+                raise
+            response = ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True)  # another process made it first
+            return str(from_attrs(response["Item"])["generation"])
+        return made
 
     def book_snapshot(self, symbol: str) -> tuple[bytes, int, int] | None:
         """The latest stored state of the book: (blob, seq, ts_ms), or None."""
