@@ -258,3 +258,30 @@ def test_it_ignores_a_book_that_other_tables_left_in_redis(book_redis: Any, stor
     book = make_book(orders=2)
     publish(later, book)
     assert later.latest_state(REGION, SYMBOL) == (book.snapshot(), book.last_seq, "redis")
+
+
+@pytest.mark.redis
+@pytest.mark.xdist_group("redis")
+def test_it_writes_the_book_again_after_redis_killed_its_connections(stores: dict[str, RegionStores]) -> None:
+    """With REDIS_URL the failover kills the server's clients (CLIENT KILL): the snapshots'
+    next write finds its connection gone, and the book is written again on a new one."""
+    import uuid
+
+    from matcher.book_redis import connect
+
+    url = "redis://127.0.0.1:6379/0"
+    client, killer = connect(url), connect(url)
+    snapshots = BookSnapshots(client, stores, namespace=f"book-test-{uuid.uuid4().hex[:8]}", on_depth=None, background=False)
+    try:
+        book = make_book()
+        publish(snapshots, book)
+        own = client.client_id()
+        killer.execute_command("CLIENT", "KILL", "ID", own)
+        book.place(book.last_seq + 1, "o-after", "client-z", "SELL", Decimal("0.0100"), Decimal("50100.00"))
+        publish(snapshots, book)  # on the killed connection: it fails, and nothing raises
+        wait_for(lambda: snapshots.tick() or snapshots.latest_state(REGION, SYMBOL)[1] == book.last_seq, timeout_s=5, message="the book written again")
+        assert snapshots.latest_state(REGION, SYMBOL) == (book.snapshot(), book.last_seq, "redis")
+    finally:
+        client.delete(book_key(REGION, SYMBOL, snapshots.namespace))
+        client.close()
+        killer.close()
