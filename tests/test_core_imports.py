@@ -81,26 +81,25 @@ def _global_random_uses(root: Path, module: str) -> list[int]:
 
 def core_violations(root: Path, core: Mapping[str, frozenset[str]]) -> list[str]:
     """Every import of a core module under `root` that is neither the standard library it may
-    use nor another core module; a package's __init__ counts as imported by its modules."""
+    use nor another core module; a package's __init__ runs with its modules, so it is held
+    to the plain-data modules too."""
     projects = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
     out: list[str] = []
     for module, extra in sorted(core.items()):
         packages = [".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)]
-        for package in packages:
-            for line, name in _imports(root, package):
-                out.append(f"{package} (imported with {module}), line {line}: imports {name}")
-        for line, name in _imports(root, module):
-            top = name.split(".")[0]
-            if top in projects:
-                if name in core or name in packages or name == top:
+        for checked, allowed, label in [*((p, frozenset[str](), f"{p} (imported with {module})") for p in packages), (module, extra, module)]:
+            for line, name in _imports(root, checked):
+                top = name.split(".")[0]
+                if top in projects:
+                    if name in core or name in packages or name == top:
+                        continue
+                    out.append(f"{label}, line {line}: imports {name}, a project module outside the core (an adapter)")
+                elif top in PLAIN or top in allowed:
                     continue
-                out.append(f"{module}, line {line}: imports {name}, a project module outside the core (an adapter)")
-            elif top in PLAIN or top in extra:
-                continue
-            elif top in ADAPTER_PACKAGES:
-                out.append(f"{module}, line {line}: imports {name}, an adapter")
-            else:
-                out.append(f"{module}, line {line}: imports {name}, not among the standard library modules it may use")
+                elif top in ADAPTER_PACKAGES:
+                    out.append(f"{label}, line {line}: imports {name}, an adapter")
+                else:
+                    out.append(f"{label}, line {line}: imports {name}, not among the standard library modules it may use")
         if "random" in extra:
             out.extend(f"{module}, line {line}: uses the global random generator" for line in _global_random_uses(root, module))
     return out
@@ -130,7 +129,7 @@ def test_it_lists_only_core_modules_that_exist() -> None:
 def test_it_names_what_a_core_module_must_not_import(tmp_path: Path, source: str, reason: str) -> None:
     shop = tmp_path / "shop"
     shop.mkdir()
-    (shop / "__init__.py").write_text("")
+    (shop / "__init__.py").write_text('"""A shop."""\nfrom __future__ import annotations\n')
     (shop / "store.py").write_text("import boto3\n")
     (shop / "queue.py").write_text("")
     (shop / "rules.py").write_text("from shop.prices import TICK\n" + source)
@@ -140,3 +139,13 @@ def test_it_names_what_a_core_module_must_not_import(tmp_path: Path, source: str
     assert len(found) == 1 and reason in found[0], found
     (shop / "rules.py").write_text("from shop.prices import TICK\n")
     assert core_violations(tmp_path, core) == []
+
+
+def test_it_holds_a_core_package_init_to_the_plain_modules(tmp_path: Path) -> None:
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "__init__.py").write_text("from shop import store\n")
+    (shop / "store.py").write_text("import boto3\n")
+    (shop / "rules.py").write_text("TICK = 1\n")
+    found = core_violations(tmp_path, {"shop.rules": frozenset()})
+    assert found == ["shop (imported with shop.rules), line 1: imports shop.store, a project module outside the core (an adapter)"]
