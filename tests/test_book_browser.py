@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import ARTIFACTS, wait_for
-from tests.test_browser_trading import LiveServer, browser, log_in  # noqa: F401  (browser is a fixture)
+from tests.conftest import ARTIFACTS, LiveServer, log_in, wait_for
 from tests.test_redis_failover_browser import Api, experiment_end
 
 pytestmark = pytest.mark.browser
@@ -54,14 +53,14 @@ def ladder_prices(page: Page, side: str) -> list[str]:
     return re.findall(r"\d+\.\d\d(?=\s)", text + " ")
 
 
-def open_dashboard(browser: Browser, server: LiveServer) -> Page:  # noqa: F811
+def open_dashboard(browser: Browser, server: LiveServer) -> Page:
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     log_in(page, server)
     expect(page.locator(LADDER)).to_be_visible()
     return page
 
 
-def test_it_shows_resting_orders_in_the_ladder_and_takes_them_away_on_a_cross(matcher_server: LiveServer, browser: Browser) -> None:  # noqa: F811
+def test_it_shows_resting_orders_in_the_ladder_and_takes_them_away_on_a_cross(matcher_server: LiveServer, browser: Browser) -> None:
     maker = api_for(matcher_server, "mira")
     page = open_dashboard(browser, matcher_server)
     expect(page.locator(f"{LADDER} .lvl-spread")).to_have_text("no resting orders")
@@ -92,7 +91,7 @@ def test_it_shows_resting_orders_in_the_ladder_and_takes_them_away_on_a_cross(ma
     page.close()
 
 
-def test_it_dims_a_down_regions_book_at_its_seq_and_flags_a_stale_snapshot(matcher_server: LiveServer, browser: Browser) -> None:  # noqa: F811
+def test_it_dims_a_down_regions_book_at_its_seq_and_flags_a_stale_snapshot(matcher_server: LiveServer, browser: Browser) -> None:
     maker, staff = api_for(matcher_server, "mira"), api_for(matcher_server, "rolf", staff=True)
     post(maker, "/api/orders", {"symbol": "BTC-USD", "side": "SELL", "qty": "0.4000", "price": "50100.00"})
     page = open_dashboard(browser, matcher_server)

@@ -4,7 +4,6 @@ the snapshot is stale, and absent (with a word why) under SimFill."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from django.test import Client
 from exchange_ui.runtime import Runtime, set_runtime
 from matcher.book import Book
 from matcher.snapshots import BookSnapshots
-from tests.conftest import make_config
-from tests.test_live_push import connect, publish_from_worker_thread, redis_layer, token_for  # noqa: F401  (redis_layer is a fixture)
+from exchange_ui.push import EVENTS_GROUP
+from tests.conftest import connect, make_config, publish_from_worker_thread, token_for, until_subscribed
 from trading import events
 from trading.fragments import LADDER_LEVELS, BookLadders, coalesce, ladder_context, render_dashboard_frame
 
@@ -157,14 +156,14 @@ def test_it_says_why_there_is_no_book_under_simfill(aws_resources: Any) -> None:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.redis
 @pytest.mark.xdist_group("redis")
-def test_it_pushes_the_ladder_and_dims_it_when_the_region_goes_down(redis_layer: None) -> None:  # noqa: F811
+def test_it_pushes_the_ladder_and_dims_it_when_the_region_goes_down(redis_layer: None) -> None:
     trader = token_for("alice")
 
     async def scenario() -> None:
         dashboard = connect("/ws/dashboard/", trader)
         feed = connect("/ws/events/", trader)
         assert (await dashboard.connect())[0] and (await feed.connect())[0]
-        await asyncio.sleep(0.2)
+        await until_subscribed(EVENTS_GROUP)
         await publish_from_worker_thread((events.BOOK_DEPTH, depth_data(seq=12)))
         frame = await dashboard.receive_from(timeout=5)
         assert "50010.00" in ladder_of(frame) and "region down" not in frame

@@ -8,7 +8,6 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.conftest import ARTIFACTS, LiveServer, log_in
-from tests.conftest import browser  # noqa: F401  (still imported from here by tests/test_book_browser.py)
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,6 @@ from channels.testing import WebsocketCommunicator
 
 from exchange_ui.push import EVENTS_GROUP
 from tests.conftest import connect, order_event, publish_from_worker_thread, token_for, until_subscribed
-from tests.conftest import redis_layer  # noqa: F401  (still imported from here by tests/test_book_ladder.py)
 from trading import events
 from trading.consumers import DashboardConsumer
 
