@@ -88,6 +88,14 @@ def test_it_shows_resting_orders_in_the_ladder_and_takes_them_away_on_a_cross(ma
     status, order = trader.call("GET", f"/api/orders/{taker['order_id']}")
     assert status == 200 and order["status"] == "FILLED"
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+
+    # The switch shows the other region's own book (empty: every order went to the home region).
+    page.click("#book button[data-book-region='eu-west-1']")
+    expect(page.locator("#book section.ladder[data-region='eu-west-1'][data-symbol='BTC-USD']")).to_be_visible()
+    expect(page.locator(LADDER)).to_be_hidden()
+    expect(page.locator("#book section.ladder[data-region='eu-west-1'] .lvl-spread")).to_have_text("no resting orders")
+    page.click(f"#book button[data-book-region='{HOME}']")
+    expect(page.locator(LADDER)).to_be_visible()
     page.close()
 
 
