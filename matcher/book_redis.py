@@ -171,9 +171,27 @@ def find_running(address_file: Path = ADDRESS_FILE) -> str | None:
         url, pid = address_file.read_text().split()[:2]
     except (OSError, ValueError):
         return None
-    if int(pid) == os.getpid() or not _owner_alive(int(pid)):
+    if int(pid) == os.getpid():
+        return None
+    if not _owner_alive(int(pid)):
+        _shut_down_orphan(url)
         return None
     return url if answers(url) else None
+
+
+def _shut_down_orphan(url: str) -> None:
+    """A server whose owner died without stopping it (killed): it holds another exchange's
+    books and would live on forever; stop it."""
+    if not url.startswith("unix://") or not answers(url):
+        return
+    client = connect(url)
+    try:
+        client.shutdown(nosave=True)
+    except (redis.RedisError, OSError):
+        pass  # the connection drops as the server stops
+    finally:
+        client.close()
+    log.info("book snapshots: stopped an embedded redis-server left by a process that died (%s)", url)
 
 
 def book_redis_url(redis_url: str | None) -> str:
