@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from trading.domain import FINAL_STATUSES
+from trading.domain import ACCEPTED, STATUSES
+
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -56,16 +57,20 @@ class StreamRecord(Protocol):
 
 
 def fill_samples(records: Iterable[StreamRecord]) -> list[tuple[str, int, float]]:
-    """(region, final status ms, time-to-fill ms) for each order that a batch of Orders
-    stream records shows reaching its final status in its own region's table: from its
-    accept (createdAt) to the final status's time. A replica's record (another region's
-    copy) and a later change of an already final order count nothing."""
+    """(region, decision ms, time-to-fill ms) for each order that a batch of Orders stream
+    records shows leaving ACCEPTED in its own region's table: from its accept (createdAt) to
+    the engine's first decision on it. Under SimFill that is its final status; under the
+    matcher it is the final status or the moment it rests in the book (OPEN), so the time an
+    order waits there for a counterparty, which is the market's and not the system's, does
+    not count. A replica's record (another region's copy) and a later change of an order
+    already decided count nothing."""
     samples = []
     for record in records:
         new, old = record.new_image, record.old_image
         if not new or not str(new.get("pk", "")).startswith("ORDER#") or new.get("region") != record.region:
             continue
-        if new.get("status") not in FINAL_STATUSES or (old is not None and old.get("status") in FINAL_STATUSES):
+        status = new.get("status")
+        if status == ACCEPTED or status not in STATUSES or (old is not None and old.get("status") != ACCEPTED):
             continue
         try:
             created_ms, final_ms = int(new["createdAt"]), int(new.get("updatedAt", new["createdAt"]))
