@@ -108,6 +108,13 @@ def exchange(aws_resources: ExchangeConfig) -> Any:
     return Exchange(config=aws_resources)
 
 
+@pytest.fixture(autouse=True)
+def fresh_replay_buffer() -> None:
+    """A socket's `?since=` replay starts from this test's events, never an earlier test's
+    in the same process (the buffer keeps 30 s)."""
+    events.RECENT.clear()
+
+
 @pytest.fixture
 def published() -> Iterator[list[dict[str, Any]]]:
     """Every event published during the test, in order."""
@@ -252,11 +259,23 @@ def embedded_book_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[An
     server.stop()
 
 
+def close_leftover_snapshots() -> None:
+    """An earlier test's runtime that was never stopped keeps its BookSnapshots thread, which
+    republishes its own books whenever a new server answers: over this test's books."""
+    import gc
+
+    from matcher.snapshots import BookSnapshots
+
+    for leftover in [o for o in gc.get_objects() if isinstance(o, BookSnapshots)]:
+        leftover.close(persist=False)
+
+
 @pytest.fixture
 def book_redis(embedded_book_redis: Any) -> Iterator[Any]:
     """A client of the embedded snapshot Redis, emptied for the test (restarted if a test killed it)."""
     from matcher.book_redis import connect
 
+    close_leftover_snapshots()
     if not embedded_book_redis.running():
         embedded_book_redis.restart(0)
     client = connect(embedded_book_redis.url)

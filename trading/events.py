@@ -86,6 +86,10 @@ class RecentEvents:
         with self._lock:
             return [e for e in self._events if e["ts"] >= ts_ms]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
 
 RECENT = RecentEvents()
 
