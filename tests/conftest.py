@@ -436,3 +436,27 @@ def log_in(page: Any, server: LiveServer, username: str = "tina", password: str 
     page.click("button[type=submit]")
     expect(page.locator("#order-form")).to_be_visible()
     expect(page.locator("#live")).to_have_attribute("data-connected", "1", timeout=10_000)
+
+
+# --- personas: alice the trader, ops the operator -----------------------------------------
+
+
+@pytest.fixture
+def alice() -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def ops() -> Any:
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("ops", password="ops-pass-123", is_staff=True)
+
+
+def bearer(user: Any) -> dict[str, str]:
+    """The Authorization header of a fresh API token of the user's."""
+    from trading.models import ApiToken
+
+    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user)}"}

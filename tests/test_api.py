@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from exchange_ui.runtime import Runtime, set_runtime
-from tests.conftest import both_engines, order_payload
+from tests.conftest import bearer, both_engines, order_payload
 from trading.models import ApiToken, hash_token
 
 pytestmark = pytest.mark.django_db
@@ -25,19 +25,6 @@ def runtime(aws_resources: Any) -> Iterator[Runtime]:
     yield built
     set_runtime(None)
 
-
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create_user("alice", password="alice-pass-123")
-
-
-@pytest.fixture
-def ops() -> User:
-    return User.objects.create_user("ops", password="ops-pass-123", is_staff=True)
-
-
-def bearer(user: User) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user)}"}
 
 
 def post_order(client: Client, auth: dict[str, str], body: Any, key: str | None = "key-1", raw: bool = False) -> Any:

@@ -36,10 +36,6 @@ def runtime(aws_resources: Any) -> Iterator[Runtime]:
     set_runtime(None)
 
 
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create_user("alice", password="alice-pass-123")
-
 
 def post_order(user: User, key: str, **overrides: Any) -> dict[str, Any]:
     response = Client().post(

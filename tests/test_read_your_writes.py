@@ -15,9 +15,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from exchange_ui.runtime import Runtime, set_runtime
-from tests.conftest import order_payload, wait_for
+from tests.conftest import bearer, order_payload, wait_for
 from trading import models
-from trading.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -29,19 +28,6 @@ def runtime(aws_resources: Any) -> Iterator[Runtime]:
     yield built
     set_runtime(None)
 
-
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create_user("alice", password="alice-pass-123")
-
-
-@pytest.fixture
-def ops() -> User:
-    return User.objects.create_user("ops", password="ops-pass-123", is_staff=True)
-
-
-def bearer(user: User) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user)}"}
 
 
 def post_order(auth: dict[str, str], key: str, **overrides: Any) -> dict[str, Any]:
