@@ -266,7 +266,8 @@ def close_leftover_snapshots() -> None:
 
     from matcher.snapshots import BookSnapshots
 
-    for leftover in [o for o in gc.get_objects() if isinstance(o, BookSnapshots)]:
+    # type(), not isinstance(): isinstance would wake the lazy objects (a request's user, a URL).
+    for leftover in [o for o in gc.get_objects() if type(o) is BookSnapshots]:
         leftover.close(persist=False)
 
 
