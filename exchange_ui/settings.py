@@ -116,6 +116,10 @@ DATABASES = {
         "NAME": str(VAR_DIR / "db.sqlite3"),
         # Background threads mirror the streams while pages read: wait, don't fail.
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        # The tests' database is a file too: an in-memory one shares its cache between
+        # threads, where a write locks a table outright ("database table is locked") and the
+        # timeout above never applies.
+        "TEST": {"NAME": str(VAR_DIR / "test-db.sqlite3")},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -160,10 +160,14 @@ def alices_day(exchange: Any) -> SimpleNamespace:
     try:
         experiment = runner.submit({"template": "az-loss", "duration": "PT30S"})
         wait_for(lambda: runner.plane.snapshot()["azs_down"], message="the AZ loss applied")
-    finally:
+    except BaseException:
         runner.close()
+        raise
+    # The experiment runs on until the caller has read its sockets (`runner.close()`): a
+    # page's coalesced frame renders the banner of the latest state, and a stop published
+    # before that frame went out would leave no banner to see.
     events.publish(events.REGION_HEALTH, DONE_REGION, {"region": DONE_REGION, "status": "healthy", "azs": []})
-    return SimpleNamespace(order=order, trades=applied.trades, experiment=experiment)
+    return SimpleNamespace(order=order, trades=applied.trades, experiment=experiment, runner=runner)
 
 
 async def until_subscribed(sockets: list[WebsocketCommunicator]) -> None:
@@ -255,8 +259,11 @@ def test_it_shows_each_trader_their_own_activity_and_only_the_anonymous_market(r
         await until_subscribed(list(sockets.values()))
         started_ms = int(time.time() * 1000)
         day = await asyncio.to_thread(alices_day, exchange)
-        got = {name: await events_until_done(sockets[name]) for name in ("alice", "bob", "bob-batch", "ops")}
-        page = await html_until_done(sockets["bob-page"])
+        try:
+            got = {name: await events_until_done(sockets[name]) for name in ("alice", "bob", "bob-batch", "ops")}
+            page = await html_until_done(sockets["bob-page"])
+        finally:
+            await asyncio.to_thread(day.runner.close)
 
         # bob, one frame per event or in batches: nothing of alice's.
         for name in ("bob", "bob-batch"):
