@@ -88,7 +88,9 @@ def test_it_shows_a_latency_fault_and_an_outage_in_the_regions_api_round_trip(ru
     start_ms = int(time.time() * 1000)
     before = wait_for(lambda: probed_since(auth, "us-east-1", start_ms), 10, 0.1, "a first probe of us-east-1")
     assert before["api_rtt_ms"] is not None and before["api_rtt_error"] == ""
-    baseline = before["api_rtt_ms"]
+    # The first probe may pay for a connection and a cold moto; the baseline is the warm one.
+    again = wait_for(lambda: probed_since(auth, "us-east-1", before["api_rtt_at_ms"] + 1), 10, 0.1, "a second probe of us-east-1")
+    baseline = min(before["api_rtt_ms"], again["api_rtt_ms"] if again["api_rtt_ms"] is not None else before["api_rtt_ms"])
 
     applied_ms = int(time.time() * 1000)
     runtime.plane.apply("slow", [Latency("us-east-1", 400, 100)])
